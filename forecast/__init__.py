@@ -1,0 +1,45 @@
+"""The Bayesian core: model, exact oracle, fitting and diagnostics. Pure: no I/O, no clock."""
+
+from forecast.exact import ExactPosterior, exact_posterior
+from forecast.exceptions import FitFailed, FitRejected, ForecastError
+from forecast.fit import (
+    DEFAULT_CACHE,
+    Diagnostics,
+    Fit,
+    FitSettings,
+    GateSettings,
+    ModelCache,
+    SamplerSettings,
+    ScenarioResult,
+    diagnose,
+    fit,
+    library_versions,
+)
+from forecast.hmm import forward_filter, predict
+from forecast.model import EvidenceArrays, build_model, log_emission, log_marginal, period_loglik
+
+__all__ = [
+    "DEFAULT_CACHE",
+    "Diagnostics",
+    "EvidenceArrays",
+    "ExactPosterior",
+    "Fit",
+    "FitFailed",
+    "FitRejected",
+    "FitSettings",
+    "ForecastError",
+    "GateSettings",
+    "ModelCache",
+    "SamplerSettings",
+    "ScenarioResult",
+    "build_model",
+    "diagnose",
+    "exact_posterior",
+    "fit",
+    "forward_filter",
+    "library_versions",
+    "log_emission",
+    "log_marginal",
+    "period_loglik",
+    "predict",
+]

@@ -1,0 +1,222 @@
+"""The PyMC model: a hidden Markov model over periods with the emissions collapsed.
+
+Structure (see docs/decisions/001-collapsed-estimator.md):
+
+* The evidence enters as ``pm.Data`` (``counts``, ``exposure``, ``sumsq``; periods ×
+  indicators), so one compiled model serves every refit.
+* Under a fixed scenario each indicator's parameter has a conjugate prior, so the evidence of
+  each (indicator, scenario) has a closed-form marginal likelihood. The per-period emission of
+  scenario k is the sequential predictive ``log m_k(y_1..t) − log m_k(y_1..t−1)``: by the chain
+  rule these sum to the full marginal, so with identity transitions the HMM's filtered
+  probabilities are *exactly* the static conjugate posterior, and nothing about the scenario
+  probability is left to sample.
+* What is sampled are the per-scenario parameters θ[j, k] given "scenario k is in force" (the
+  conditional posteriors, each unimodal), which predictions and summaries need. Sampling them
+  jointly with a latent scenario would create one posterior mode per scenario, where NUTS gets
+  stuck (design.md, "The estimator is the hard part").
+
+Nothing here touches a database, the network or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from indicators import Evidence
+from priors import ScenarioSet
+
+KIND_PARAMETER = {"count": "rate", "milestone": "hazard", "signal": "level"}
+
+
+@dataclass(frozen=True)
+class EvidenceArrays:
+    """The set's columns of an Evidence object, in the set's indicator order."""
+
+    counts: np.ndarray
+    exposure: np.ndarray
+    sumsq: np.ndarray
+    labels: tuple[str, ...]
+
+    @classmethod
+    def select(cls, scenario_set: ScenarioSet, evidence: Evidence) -> EvidenceArrays:
+        """Pick the set's indicator columns out of ``evidence``.
+
+        Raises
+        ------
+        KeyError
+            If the evidence lacks one of the set's indicators.
+        """
+        cols = [evidence.column(i) for i in scenario_set.indicator_ids]
+        return cls(
+            counts=np.ascontiguousarray(evidence.counts[:, cols], dtype=float),
+            exposure=np.ascontiguousarray(evidence.exposure[:, cols], dtype=float),
+            sumsq=np.ascontiguousarray(evidence.sumsq[:, cols], dtype=float),
+            labels=tuple(evidence.grid.labels),
+        )
+
+    def as_data(self) -> dict[str, np.ndarray]:
+        """The ``pm.Data`` values by name."""
+        return {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq}
+
+
+def _betaln(a, b):
+    return pt.gammaln(a) + pt.gammaln(b) - pt.gammaln(a + b)
+
+
+def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq):
+    """Closed-form log marginal likelihood of cumulative statistics, per scenario.
+
+    Parameters
+    ----------
+    scenario_set : ScenarioSet
+        Supplies each indicator's kind and conjugate parameters.
+    counts, exposure, sumsq : TensorVariable
+        (..., J) sufficient statistics summed over the periods of interest.
+
+    Returns
+    -------
+    TensorVariable
+        (..., J, K) log marginal likelihood (scenario-independent constants dropped).
+    """
+    columns = []
+    for j, spec in enumerate(scenario_set.indicators):
+        n = counts[..., j, None]
+        e = exposure[..., j, None]
+        alpha = pt.as_tensor(spec.alpha)
+        beta = pt.as_tensor(spec.beta)
+        if spec.kind == "count":
+            col = (alpha * pt.log(beta) - pt.gammaln(alpha) + pt.gammaln(alpha + n)
+                   - (alpha + n) * pt.log(beta + e))
+        elif spec.kind == "milestone":
+            col = _betaln(alpha + n, beta + (e - n)) - _betaln(alpha, beta)
+        else:
+            q = sumsq[..., j, None]
+            noise_var = spec.noise_sd**2
+            prior_prec = 1.0 / beta**2
+            post_prec = prior_prec + e / noise_var
+            shift = alpha * prior_prec + n / noise_var
+            col = -0.5 * pt.log(post_prec / prior_prec) - 0.5 * (
+                q / noise_var + alpha**2 * prior_prec - shift**2 / post_prec
+            )
+        columns.append(col)
+    return pt.stack(columns, axis=-2)
+
+
+def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq):
+    """Per-period sequential predictive log density of the evidence, per scenario.
+
+    ``log_emission[t, k] = Σ_j log m_jk(y_1..t) − log m_jk(y_1..t−1)``; the rows sum to the
+    full log marginal likelihood.
+
+    Returns
+    -------
+    TensorVariable
+        (T, K)
+    """
+    def cumulative(x):
+        return pt.concatenate([pt.zeros((1, x.shape[1])), pt.cumsum(x, axis=0)], axis=0)
+
+    cum = log_marginal(scenario_set, cumulative(counts), cumulative(exposure), cumulative(sumsq))
+    return (cum[1:] - cum[:-1]).sum(axis=1)
+
+
+def period_loglik(kind: str, theta, counts, exposure, sumsq, noise_sd: float | None = None):
+    """Per-period tempered log likelihood of one indicator given its parameter.
+
+    Parameters
+    ----------
+    kind : {"count", "milestone", "signal"}
+    theta : array_like
+        (K,) the parameter per scenario: rate, hazard or signal level.
+    counts, exposure, sumsq : array_like
+        (T,) the indicator's evidence column.
+    noise_sd : float, optional
+        Known noise of a signal.
+
+    Returns
+    -------
+    TensorVariable
+        (T, K) log likelihood, including the scenario-independent terms.
+    """
+    theta = pt.as_tensor(theta)[None, :]
+    n = pt.as_tensor(counts)[:, None]
+    e = pt.as_tensor(exposure)[:, None]
+    if kind == "count":
+        mean = theta * e
+        return pt.switch(pt.eq(n, 0), -mean, n * pt.log(mean) - mean - pt.gammaln(n + 1))
+    if kind == "milestone":
+        return pt.switch(pt.gt(n, 0), n * pt.log(theta), 0.0) + (e - n) * pt.log1p(-theta)
+    q = pt.as_tensor(sumsq)[:, None]
+    var = noise_sd**2
+    return -(q - 2 * theta * n + theta**2 * e) / (2 * var) - 0.5 * e * np.log(2 * np.pi * var)
+
+
+def build_model(scenario_set: ScenarioSet, evidence: Evidence) -> pm.Model:
+    """Build the Signpost model of one scenario set on one evidence snapshot.
+
+    Parameters
+    ----------
+    scenario_set : ScenarioSet
+    evidence : Evidence
+        Must hold every indicator of the set; other columns are ignored.
+
+    Returns
+    -------
+    pymc.Model
+        Data ``counts``, ``exposure``, ``sumsq``; free variables ``rate``, ``hazard``,
+        ``level`` (one per kind present, dims (kind_indicator, scenario)); deterministics
+        ``scenario_probability`` (scenario) and ``log_marginal`` (indicator, scenario).
+    """
+    arrays = EvidenceArrays.select(scenario_set, evidence)
+    kinds = [spec.kind for spec in scenario_set.indicators]
+    coords: dict[str, list[str]] = {
+        "scenario": list(scenario_set.scenario_ids),
+        "indicator": list(scenario_set.indicator_ids),
+    }
+    for kind in KIND_PARAMETER:
+        ids = [s.id for s in scenario_set.indicators if s.kind == kind]
+        if ids:
+            coords[f"{kind}_indicator"] = ids
+
+    with pm.Model(coords=coords) as model:
+        counts = pm.Data("counts", arrays.counts)
+        exposure = pm.Data("exposure", arrays.exposure)
+        sumsq = pm.Data("sumsq", arrays.sumsq)
+
+        total_n, total_e, total_q = counts.sum(axis=0), exposure.sum(axis=0), sumsq.sum(axis=0)
+        log_m = pm.Deterministic(
+            "log_marginal", log_marginal(scenario_set, total_n, total_e, total_q),
+            dims=("indicator", "scenario"),
+        )
+        log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
+        pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
+                         dims="scenario")
+
+        for kind, name in KIND_PARAMETER.items():
+            idx = [j for j, k in enumerate(kinds) if k == kind]
+            if not idx:
+                continue
+            specs = [scenario_set.indicators[j] for j in idx]
+            alpha = np.stack([s.alpha for s in specs])
+            beta = np.stack([s.beta for s in specs])
+            n = total_n[idx][:, None]
+            e = total_e[idx][:, None]
+            dims = (f"{kind}_indicator", "scenario")
+            if kind == "count":
+                theta = pm.Gamma(name, alpha=alpha, beta=beta, dims=dims)
+                pm.Potential(f"{kind}_likelihood", (n * pt.log(theta) - e * theta).sum())
+            elif kind == "milestone":
+                theta = pm.Beta(name, alpha=alpha, beta=beta, dims=dims)
+                pm.Potential(f"{kind}_likelihood",
+                             (n * pt.log(theta) + (e - n) * pt.log1p(-theta)).sum())
+            else:
+                noise_var = np.array([s.noise_sd**2 for s in specs])[:, None]
+                theta = pm.Normal(name, mu=alpha, sigma=beta, dims=dims)
+                q = total_q[idx][:, None]
+                pm.Potential(f"{kind}_likelihood",
+                             (-(q - 2 * theta * n + theta**2 * e) / (2 * noise_var)).sum())
+    return model

@@ -1,0 +1,597 @@
+"""The scenario-set file: YAML → validated, immutable :class:`ScenarioSet`.
+
+A scenario set is one strategic question: its mutually exclusive scenarios with prior
+probabilities, its period grid, optional regime dynamics, and what each scenario expects of
+each indicator. Expectations are written as mean and sd and turned here into the conjugate
+prior's parameters (Gamma for count rates, Beta for milestone hazards, Normal for signal
+means).
+
+Every problem is reported with the file, the line and the field (``ScenarioSetError``); all
+problems of a file are collected, not just the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from indicators import Catalog, Indicator, load_catalog
+from priors.exceptions import Problem, ScenarioSetError
+
+Period = Literal["month", "quarter", "year"]
+PRIOR_SUM_TOLERANCE = 1e-6
+INDICATOR_META_KEYS = ("kind", "name", "unit", "description", "coding", "noise_sd")
+
+# --------------------------------------------------------------------------------------
+# Validated domain objects (what the rest of Signpost uses)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One mutually exclusive scenario of a set."""
+
+    id: str
+    name: str
+    prior: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """Regime dynamics: the per-period stay probability and the allowed moves."""
+
+    stay: float
+    moves: Mapping[str, tuple[str, ...]]
+
+    def transition_matrix(self, scenario_ids: Sequence[str]) -> np.ndarray:
+        """Centre transition matrix: ``stay`` on the diagonal, the rest split over moves.
+
+        Parameters
+        ----------
+        scenario_ids : sequence of str
+            Row/column order.
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, K) row-stochastic matrix. A scenario with no allowed move is absorbing.
+        """
+        index = {s: i for i, s in enumerate(scenario_ids)}
+        matrix = np.eye(len(scenario_ids))
+        for source, targets in self.moves.items():
+            if not targets:
+                continue
+            i = index[source]
+            matrix[i, i] = self.stay
+            for target in targets:
+                matrix[i, index[target]] = (1.0 - self.stay) / len(targets)
+        return matrix
+
+
+@dataclass(frozen=True)
+class IndicatorExpectations:
+    """What every scenario expects of one indicator, as conjugate prior parameters.
+
+    Attributes
+    ----------
+    indicator : Indicator
+        The catalog entry (or the set's inline definition).
+    mean, sd : numpy.ndarray
+        (K,) the elicited mean and sd per scenario (rate, hazard or signal mean).
+    alpha, beta : numpy.ndarray
+        (K,) conjugate parameters: Gamma(shape=alpha, rate=beta) for counts,
+        Beta(alpha, beta) for milestones; for signals ``alpha`` is the prior mean and
+        ``beta`` the prior sd of the per-scenario mean.
+    noise_sd : float or None
+        Known observation noise of a signal.
+    """
+
+    indicator: Indicator
+    mean: np.ndarray
+    sd: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    noise_sd: float | None = None
+
+    @property
+    def id(self) -> str:
+        """The indicator id."""
+        return self.indicator.id
+
+    @property
+    def kind(self) -> str:
+        """The indicator kind: count, milestone or signal."""
+        return self.indicator.kind
+
+
+@dataclass(frozen=True)
+class ScenarioSet:
+    """A validated scenario set, ready for the model."""
+
+    id: str
+    title: str
+    question: str
+    period: Period
+    start: date
+    end: date | None
+    scenarios: tuple[Scenario, ...]
+    indicators: tuple[IndicatorExpectations, ...]
+    dynamics: Dynamics | None = None
+    source: str = "<string>"
+    content_hash: str = field(default="", compare=False)
+
+    @property
+    def scenario_ids(self) -> tuple[str, ...]:
+        """Scenario ids in file order."""
+        return tuple(s.id for s in self.scenarios)
+
+    @property
+    def indicator_ids(self) -> tuple[str, ...]:
+        """Indicator ids in file order."""
+        return tuple(i.id for i in self.indicators)
+
+    @property
+    def prior(self) -> np.ndarray:
+        """(K,) prior probabilities."""
+        return np.array([s.prior for s in self.scenarios], dtype=float)
+
+    @property
+    def catalog_indicators(self) -> tuple[Indicator, ...]:
+        """The indicator definitions the set uses (for the evidence builder)."""
+        return tuple(i.indicator for i in self.indicators)
+
+    def transition_matrix(self) -> np.ndarray:
+        """(K, K) centre transition matrix; the identity for a static set."""
+        if self.dynamics is None:
+            return np.eye(len(self.scenarios))
+        return self.dynamics.transition_matrix(self.scenario_ids)
+
+
+# --------------------------------------------------------------------------------------
+# File schema (pydantic): structure and per-field rules
+# --------------------------------------------------------------------------------------
+
+_ID_PATTERN = r"^[a-z][a-z0-9_\-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ScenarioSpec(_Strict):
+    id: str = Field(pattern=_ID_PATTERN)
+    name: str
+    prior: float = Field(gt=0, le=1)
+    description: str = ""
+
+
+class _DynamicsSpec(_Strict):
+    stay: float = Field(gt=0, le=1)
+    moves: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class _CountExpectation(_Strict):
+    rate: float = Field(gt=0, description="expected events per period")
+    sd: float = Field(gt=0)
+
+
+class _MilestoneExpectation(_Strict):
+    hazard: float = Field(gt=0, lt=1, description="chance of first occurrence per period")
+    sd: float = Field(gt=0)
+
+
+class _SignalExpectation(_Strict):
+    mean: float
+    sd: float = Field(gt=0)
+
+    @field_validator("mean")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+_EXPECTATION_MODELS: dict[str, type[_Strict]] = {
+    "count": _CountExpectation,
+    "milestone": _MilestoneExpectation,
+    "signal": _SignalExpectation,
+}
+
+
+class _SetSpec(_Strict):
+    id: str = Field(pattern=_ID_PATTERN)
+    title: str
+    question: str = ""
+    period: Period
+    start: date
+    end: date | None = None
+    scenarios: list[_ScenarioSpec] = Field(min_length=1)
+    dynamics: _DynamicsSpec | None = None
+    indicators: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------------------
+# YAML with line numbers
+# --------------------------------------------------------------------------------------
+
+
+def _compose_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML, returning the data and a map from key path to 1-based line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioSetError(
+            [Problem(source, line, "<file>", f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from exc
+    lines: dict[tuple, int] = {}
+    duplicates: list[Problem] = []
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    duplicates.append(
+                        Problem(source, line, _dotted(path + (key,)),
+                                f"duplicate key '{key}' (first given on line {seen[key]})")
+                    )
+                    continue
+                seen[key] = line
+                lines[path + (key,)] = line
+                walk(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    if duplicates:
+        raise ScenarioSetError(duplicates)
+    return data, lines
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    parts: list[str] = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "<file>"
+
+
+class _Collector:
+    """Collects problems, resolving each path to the nearest line."""
+
+    def __init__(self, source: str, lines: dict[tuple, int]):
+        self.source = source
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def add(self, path: Sequence[Any], message: str) -> None:
+        path = tuple(path)
+        line = None
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.lines:
+                line = self.lines[path[:cut]]
+                break
+        self.problems.append(Problem(self.source, line, _dotted(path), message))
+
+    def add_validation_error(self, prefix: Sequence[Any], error: ValidationError,
+                             allowed: Sequence[str] = ()) -> None:
+        for item in error.errors():
+            loc = tuple(prefix) + tuple(item["loc"])
+            message = item["msg"]
+            if item["type"] == "extra_forbidden":
+                key = str(item["loc"][-1])
+                message = f"unknown key '{key}'"
+                hint = _suggest(key, allowed)
+                message += f"; did you mean '{hint}'?" if hint else ""
+                if allowed:
+                    message += f" (allowed: {', '.join(allowed)})"
+            elif item["type"] == "missing":
+                message = "is required"
+            self.add(loc, message)
+
+
+def _suggest(word: str, options: Sequence[str]) -> str | None:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+# --------------------------------------------------------------------------------------
+# Conversion of elicited mean/sd into conjugate parameters
+# --------------------------------------------------------------------------------------
+
+
+def gamma_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
+    """Gamma(shape, rate) with the given mean and sd: shape = (m/s)², rate = m/s²."""
+    return (mean / sd) ** 2, mean / sd**2
+
+
+def beta_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
+    """Beta(a, b) with the given mean and sd.
+
+    Raises
+    ------
+    ValueError
+        If ``sd² ≥ mean·(1 − mean)`` — no Beta distribution is that wide.
+    """
+    limit = mean * (1.0 - mean)
+    if sd**2 >= limit:
+        raise ValueError(
+            f"sd {sd:g} is too wide for a Beta with mean {mean:g}: "
+            f"sd must be below {math.sqrt(limit):.4g} (sqrt(mean·(1−mean)))"
+        )
+    common = limit / sd**2 - 1.0
+    return mean * common, (1.0 - mean) * common
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def parse_scenario_set(text: str, source: str = "<string>",
+                       catalog: Catalog | None = None) -> ScenarioSet:
+    """Validate the text of a scenario-set YAML file.
+
+    Parameters
+    ----------
+    text : str
+        The YAML document.
+    source : str
+        Name used in error messages (normally the file path).
+    catalog : Catalog, optional
+        Indicator catalog; the bundled one by default.
+
+    Returns
+    -------
+    ScenarioSet
+
+    Raises
+    ------
+    ScenarioSetError
+        Listing every problem with file, line and field.
+    """
+    catalog = catalog if catalog is not None else load_catalog()
+    data, lines = _compose_lines(text, source)
+    errors = _Collector(source, lines)
+    if not isinstance(data, dict):
+        errors.add((), "a scenario set must be a YAML mapping (id, title, scenarios, ...)")
+        raise ScenarioSetError(errors.problems)
+    try:
+        spec = _SetSpec.model_validate(data)
+    except ValidationError as exc:
+        errors.add_validation_error((), exc, allowed=tuple(_SetSpec.model_fields))
+        raise ScenarioSetError(errors.problems) from None
+
+    scenario_ids = [s.id for s in spec.scenarios]
+    seen: dict[str, int] = {}
+    for i, scenario in enumerate(spec.scenarios):
+        if scenario.id in seen:
+            errors.add(("scenarios", i, "id"),
+                       f"duplicate scenario id '{scenario.id}' (also scenarios[{seen[scenario.id]}])")
+        seen.setdefault(scenario.id, i)
+    total = sum(s.prior for s in spec.scenarios)
+    if abs(total - 1.0) > PRIOR_SUM_TOLERANCE:
+        errors.add(("scenarios",),
+                   f"priors sum to {total:.6g}, not 1 (±{PRIOR_SUM_TOLERANCE:g}); rescale them")
+    if spec.end is not None and spec.end <= spec.start:
+        errors.add(("end",), f"end {spec.end} is not after start {spec.start}")
+
+    known = set(scenario_ids)
+    if spec.dynamics is not None:
+        for source_id, targets in spec.dynamics.moves.items():
+            if source_id not in known:
+                errors.add(("dynamics", "moves", source_id),
+                           _unknown_scenario(source_id, scenario_ids))
+            for j, target in enumerate(targets):
+                if target not in known:
+                    errors.add(("dynamics", "moves", source_id, j),
+                               f"move to {_unknown_scenario(target, scenario_ids)}")
+                elif target == source_id:
+                    errors.add(("dynamics", "moves", source_id, j),
+                               f"a move from '{source_id}' to itself; staying is set by 'stay'")
+        if spec.dynamics.stay == 1.0 and any(spec.dynamics.moves.values()):
+            errors.add(("dynamics", "stay"), "stay = 1 makes every move impossible; use < 1")
+
+    inline: list[Indicator] = []
+    expectations: list[IndicatorExpectations] = []
+    for indicator_id, body in spec.indicators.items():
+        built = _indicator_expectations(indicator_id, body, scenario_ids, catalog, errors)
+        if built is not None:
+            expectations.append(built)
+            if indicator_id not in catalog:
+                inline.append(built.indicator)
+
+    if errors.problems:
+        raise ScenarioSetError(errors.problems)
+
+    dynamics = None
+    if spec.dynamics is not None:
+        dynamics = Dynamics(
+            stay=spec.dynamics.stay,
+            moves={k: tuple(v) for k, v in spec.dynamics.moves.items()},
+        )
+    content = spec.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return ScenarioSet(
+        id=spec.id,
+        title=spec.title,
+        question=spec.question,
+        period=spec.period,
+        start=spec.start,
+        end=spec.end,
+        scenarios=tuple(Scenario(s.id, s.name, s.prior, s.description) for s in spec.scenarios),
+        indicators=tuple(expectations),
+        dynamics=dynamics,
+        source=source,
+        content_hash=digest,
+    )
+
+
+def _unknown_scenario(scenario_id: str, scenario_ids: Sequence[str]) -> str:
+    message = f"unknown scenario '{scenario_id}'"
+    hint = _suggest(str(scenario_id), scenario_ids)
+    if hint:
+        message += f"; did you mean '{hint}'?"
+    return message + f" (scenarios: {', '.join(scenario_ids)})"
+
+
+def _indicator_expectations(indicator_id: str, body: Any, scenario_ids: Sequence[str],
+                            catalog: Catalog, errors: _Collector) -> IndicatorExpectations | None:
+    path = ("indicators", indicator_id)
+    if not isinstance(body, dict):
+        errors.add(path, "must be a mapping of scenario id → expectation")
+        return None
+    meta = {k: body[k] for k in INDICATOR_META_KEYS if k in body}
+    per_scenario = {k: v for k, v in body.items() if k not in INDICATOR_META_KEYS}
+
+    indicator = _resolve_indicator(indicator_id, meta, catalog, errors)
+    if indicator is None:
+        return None
+    kind = indicator.kind
+    model = _EXPECTATION_MODELS[kind]
+
+    n_before = len(errors.problems)
+    for key in per_scenario:
+        if key not in scenario_ids:
+            errors.add(path + (key,), _unknown_scenario(key, scenario_ids))
+    means, sds, alphas, betas = [], [], [], []
+    allowed = tuple(model.model_fields)
+    for scenario_id in scenario_ids:
+        if scenario_id not in per_scenario:
+            example = {"count": "{rate: 1.0, sd: 0.5}", "milestone": "{hazard: 0.02, sd: 0.02}",
+                       "signal": "{mean: 0.0, sd: 1.0}"}[kind]
+            errors.add(path, f"scenario '{scenario_id}' has no expectation for this {kind} "
+                             f"indicator; add e.g. '{scenario_id}: {example}'")
+            continue
+        raw = per_scenario[scenario_id]
+        try:
+            exp = model.model_validate(raw)
+        except ValidationError as exc:
+            errors.add_validation_error(path + (scenario_id,), exc, allowed=allowed)
+            continue
+        mean = getattr(exp, {"count": "rate", "milestone": "hazard", "signal": "mean"}[kind])
+        if kind == "count":
+            a, b = gamma_from_mean_sd(mean, exp.sd)
+        elif kind == "milestone":
+            try:
+                a, b = beta_from_mean_sd(mean, exp.sd)
+            except ValueError as exc:
+                errors.add(path + (scenario_id, "sd"), str(exc))
+                continue
+        else:
+            a, b = mean, exp.sd
+        means.append(mean)
+        sds.append(exp.sd)
+        alphas.append(a)
+        betas.append(b)
+    if len(errors.problems) > n_before:
+        return None
+    noise_sd = None
+    if kind == "signal":
+        noise_sd = meta.get("noise_sd", indicator.noise_sd)
+        if noise_sd is None or not isinstance(noise_sd, (int, float)) or not noise_sd > 0:
+            errors.add(path + ("noise_sd",),
+                       f"a signal needs a known noise_sd > 0 (got {noise_sd!r})")
+            return None
+        noise_sd = float(noise_sd)
+    return IndicatorExpectations(
+        indicator=indicator,
+        mean=np.array(means), sd=np.array(sds),
+        alpha=np.array(alphas), beta=np.array(betas),
+        noise_sd=noise_sd,
+    )
+
+
+def _resolve_indicator(indicator_id: str, meta: dict[str, Any], catalog: Catalog,
+                       errors: _Collector) -> Indicator | None:
+    path = ("indicators", indicator_id)
+    if indicator_id in catalog:
+        known = catalog[indicator_id]
+        if "kind" in meta and meta["kind"] != known.kind:
+            errors.add(path + ("kind",), f"'{indicator_id}' is a {known.kind} indicator in the "
+                                         f"catalog, not {meta['kind']!r}")
+            return None
+        return known
+    if "kind" not in meta:
+        message = f"indicator '{indicator_id}' is not in the catalog"
+        hint = _suggest(indicator_id, list(catalog))
+        message += f"; did you mean '{hint}'?" if hint else ""
+        errors.add(path, message + " (or define it here with 'kind:' and 'name:')")
+        return None
+    kind = meta["kind"]
+    if kind not in _EXPECTATION_MODELS:
+        hint = _suggest(str(kind), list(_EXPECTATION_MODELS))
+        errors.add(path + ("kind",), f"unknown kind {kind!r}"
+                   + (f"; did you mean '{hint}'?" if hint else "")
+                   + " (kinds: count, milestone, signal)")
+        return None
+    return Indicator(
+        id=indicator_id,
+        kind=kind,
+        name=str(meta.get("name", indicator_id)),
+        unit=str(meta.get("unit", "")),
+        description=str(meta.get("description", "")),
+        coding=str(meta.get("coding", "")),
+        noise_sd=meta.get("noise_sd"),
+    )
+
+
+def load_scenario_set(path: str | Path, catalog: Catalog | None = None) -> ScenarioSet:
+    """Load and validate one scenario-set YAML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    catalog : Catalog, optional
+        Indicator catalog; the bundled one by default.
+
+    Returns
+    -------
+    ScenarioSet
+
+    Raises
+    ------
+    ScenarioSetError
+        Every problem with file, line and field.
+    """
+    path = Path(path)
+    return parse_scenario_set(path.read_text(encoding="utf-8"), source=str(path), catalog=catalog)
+
+
+BUNDLED_DIR = Path(__file__).parent / "sets"
+
+
+def bundled_set_paths() -> list[Path]:
+    """Paths of the bundled scenario-set files, sorted by name."""
+    return sorted(BUNDLED_DIR.glob("*.yaml"))
+
+
+def load_bundled_sets(catalog: Catalog | None = None) -> dict[str, ScenarioSet]:
+    """Load every bundled scenario set, keyed by id."""
+    sets = [load_scenario_set(p, catalog) for p in bundled_set_paths()]
+    return {s.id: s for s in sets}
