@@ -16,6 +16,7 @@ from forecast.fit import (
     library_versions,
 )
 from forecast.hmm import forward_filter, predict
+from forecast.inputs import evidence_through, set_evidence
 from forecast.model import EvidenceArrays, build_model, log_emission, log_marginal, period_loglik
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ScenarioResult",
     "build_model",
     "diagnose",
+    "evidence_through",
     "exact_posterior",
     "fit",
     "forward_filter",
@@ -42,4 +44,5 @@ __all__ = [
     "log_marginal",
     "period_loglik",
     "predict",
+    "set_evidence",
 ]

@@ -6,7 +6,8 @@ marginal likelihood:
 
 * count (Gamma–Poisson): ``α log β − lnΓ(α) + lnΓ(α + C) − (α + C) log(β + E)``
 * milestone (Beta–geometric): ``ln B(a + S, b + F) − ln B(a, b)`` with ``F = Σ(at risk − S)``
-* signal (Normal–Normal, tempered): ``−½ log(1 + s²W/σ²) − ½[Q/σ² + m²/s² − (m/s² + Y/σ²)² / (1/s² + W/σ²)]``
+* signal (Normal–Normal, tempered):
+  ``−½ log(1 + s²W/σ²) − ½[Q/σ² + m²/s² − (m/s² + Y/σ²)² / (1/s² + W/σ²)]``
 
 (terms that do not depend on the scenario are dropped; they cancel). The posterior is
 ``softmax(log prior + Σ_j log m[j, k])``. Written in NumPy/SciPy, independently of the PyTensor
@@ -37,6 +38,7 @@ class ExactPosterior:
     posterior_mean : numpy.ndarray
         (J, K) posterior mean of each indicator's parameter under each scenario (rate,
         hazard or signal mean).
+
     """
 
     probability: np.ndarray
@@ -79,6 +81,7 @@ def exact_posterior(scenario_set: ScenarioSet, evidence: Evidence) -> ExactPoste
     Returns
     -------
     ExactPosterior
+
     """
     k = len(scenario_set.scenarios)
     log_m = np.zeros((len(scenario_set.indicators), k))

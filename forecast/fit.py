@@ -110,6 +110,7 @@ class Fit:
         ``{indicator: {scenario: value}}``.
     datatree : xarray.DataTree
         The ArviZ DataTree of the sampler run.
+
     """
 
     set_id: str
@@ -229,6 +230,7 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
     diagnostics : Diagnostics
     mcse : numpy.ndarray
         (K,) Monte Carlo standard error of each scenario probability.
+
     """
     posterior = datatree["posterior"]
     sampled = [name for name in posterior.data_vars
@@ -279,6 +281,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     Parameters
     ----------
     scenario_set : ScenarioSet
+        The question: scenarios, priors, expectations.
     evidence : Evidence
         Must hold the set's indicators, on the set's period grid.
     settings : FitSettings, optional
@@ -297,6 +300,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     ------
     FitFailed
         If the sampler itself fails (not for a failed gate, which is a result).
+
     """
     settings = settings or FitSettings()
     cache = cache if cache is not None else DEFAULT_CACHE

@@ -28,6 +28,7 @@ def forward_filter(prior: np.ndarray, transition: np.ndarray,
         (T, K); with T = 0 an empty (0, K) array.
     log_likelihood : float
         ``log p(y_1..T)`` (up to the per-period constants of ``log_emission``).
+
     """
     prior = np.asarray(prior, dtype=float)
     transition = np.asarray(transition, dtype=float)

@@ -49,6 +49,7 @@ class EvidenceArrays:
         ------
         KeyError
             If the evidence lacks one of the set's indicators.
+
         """
         cols = [evidence.column(i) for i in scenario_set.indicator_ids]
         return cls(
@@ -81,6 +82,7 @@ def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq):
     -------
     TensorVariable
         (..., J, K) log marginal likelihood (scenario-independent constants dropped).
+
     """
     columns = []
     for j, spec in enumerate(scenario_set.indicators):
@@ -116,6 +118,7 @@ def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq):
     -------
     TensorVariable
         (T, K)
+
     """
     def cumulative(x):
         return pt.concatenate([pt.zeros((1, x.shape[1])), pt.cumsum(x, axis=0)], axis=0)
@@ -130,6 +133,7 @@ def period_loglik(kind: str, theta, counts, exposure, sumsq, noise_sd: float | N
     Parameters
     ----------
     kind : {"count", "milestone", "signal"}
+        The indicator kind.
     theta : array_like
         (K,) the parameter per scenario: rate, hazard or signal level.
     counts, exposure, sumsq : array_like
@@ -141,6 +145,7 @@ def period_loglik(kind: str, theta, counts, exposure, sumsq, noise_sd: float | N
     -------
     TensorVariable
         (T, K) log likelihood, including the scenario-independent terms.
+
     """
     theta = pt.as_tensor(theta)[None, :]
     n = pt.as_tensor(counts)[:, None]
@@ -161,6 +166,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence) -> pm.Model:
     Parameters
     ----------
     scenario_set : ScenarioSet
+        The question: scenarios, priors, expectations.
     evidence : Evidence
         Must hold every indicator of the set; other columns are ignored.
 
@@ -170,6 +176,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence) -> pm.Model:
         Data ``counts``, ``exposure``, ``sumsq``; free variables ``rate``, ``hazard``,
         ``level`` (one per kind present, dims (kind_indicator, scenario)); deterministics
         ``scenario_probability`` (scenario) and ``log_marginal`` (indicator, scenario).
+
     """
     arrays = EvidenceArrays.select(scenario_set, evidence)
     kinds = [spec.kind for spec in scenario_set.indicators]

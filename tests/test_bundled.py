@@ -1,0 +1,75 @@
+"""The bundled scenario sets fit the bundled sample observations and pass the full gate."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import indicators
+from forecast import FitSettings, exact_posterior, fit, set_evidence
+from indicators import load_catalog, read_observations_csv
+from priors import bundled_set_paths, load_bundled_sets
+
+SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
+AS_OF = date(2025, 12, 31)
+
+
+@pytest.fixture(scope="module")
+def sample_observations():
+    observations, errors = read_observations_csv(SAMPLE, load_catalog(), today=AS_OF)
+    assert errors == []
+    return observations
+
+
+def test_both_bundled_sets_load():
+    sets = load_bundled_sets()
+    assert {"sino-russian-convergence", "world-order-2035"} <= set(sets)
+    convergence = sets["sino-russian-convergence"]
+    assert convergence.scenario_ids == ("loose", "integrated_ew", "formal_bloc", "crisis")
+    assert convergence.period == "quarter"
+    assert (convergence.start, convergence.end) == (date(2012, 1, 1), date(2030, 12, 31))
+    for required in ("joint_exercise", "joint_patrol", "missile_defense_exercise",
+                     "sanctions_action", "satellite_cueing", "radar_coordination",
+                     "early_warning_integration", "joint_command", "basing_rights",
+                     "nuclear_umbrella"):
+        assert required in convergence.indicator_ids
+    assert convergence.dynamics is not None
+    world = sets["world-order-2035"]
+    assert world.scenario_ids == ("hardened_bipolar", "us_russia_thaw", "us_china_cooperation",
+                                  "multipolar")
+
+
+def test_every_bundled_number_cites_its_source():
+    """Each line that sets a prior, rate, hazard, mean, sd or stay has a YAML comment."""
+    keys = ("prior:", "rate:", "hazard:", "mean:", "stay:", "noise_sd:")
+    for path in bundled_set_paths():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if any(k in line for k in keys) and not line.lstrip().startswith("#"):
+                assert "#" in line, f"{path.name}:{number} has a number without a source"
+
+
+def test_sample_observations_are_real_rows():
+    with SAMPLE.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) >= 30
+    assert list(rows[0]) == ["date", "indicator", "value", "grade", "source", "url", "note"]
+    for row in rows:
+        assert "2012-01-01" <= row["date"] <= "2025-12-31"
+        assert row["url"].startswith("http") and row["source"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("set_id", ["sino-russian-convergence", "world-order-2035"])
+def test_bundled_set_fits_sample_and_passes_the_gate(set_id, sample_observations):
+    scenario_set = load_bundled_sets()[set_id]
+    evidence = set_evidence(scenario_set, sample_observations, as_of=AS_OF)
+    result = fit(scenario_set, evidence, FitSettings())
+    assert result.diagnostics.passed, result.diagnostics
+    oracle = exact_posterior(scenario_set, evidence)
+    np.testing.assert_allclose(result.probabilities, oracle.probability, atol=1e-9)
+    assert result.path.shape == (evidence.n_periods, len(scenario_set.scenarios))
+    np.testing.assert_allclose(result.path[-1], result.probabilities, atol=1e-9)
