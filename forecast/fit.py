@@ -166,6 +166,11 @@ class _Compiled:
     nutpie_model: Any
     emission_fn: Callable[..., np.ndarray]
 
+    @property
+    def data_names(self) -> set[str]:
+        """Names of the data the compiled sampler reads (unused data are pruned)."""
+        return {var.name for var in self.nutpie_model.shared_var_keys}
+
 
 class ModelCache:
     """Compiled models kept per scenario set (by content hash); thread-safe.
@@ -195,6 +200,7 @@ class ModelCache:
             emission_fn = pytensor.function(
                 [counts, exposure, sumsq],
                 log_emission(scenario_set, counts, exposure, sumsq),
+                on_unused_input="ignore",  # sumsq is unused when a set has no signal
             )
             compiled = _Compiled(model, nutpie_model, emission_fn)
             self._models[scenario_set.content_hash] = compiled
@@ -317,7 +323,9 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     say("sampling")
     sample_started = time.perf_counter()
     try:
-        nutpie_model = compiled.nutpie_model.with_data(**arrays.as_data())
+        data = {name: value for name, value in arrays.as_data().items()
+                if name in compiled.data_names}
+        nutpie_model = compiled.nutpie_model.with_data(**data)
         datatree = nutpie.sample(
             nutpie_model, draws=settings.sampler.draws, tune=settings.sampler.tune,
             chains=settings.sampler.chains, cores=settings.sampler.cores, seed=seed,
@@ -334,7 +342,9 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     probability = probability.mean(axis=0)
 
     emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
-    path, _ = forward_filter(scenario_set.prior, scenario_set.transition_matrix(), emissions)
+    # Transitions are held at the identity (the static model) until the dynamic fit learns
+    # them; the filtered path then ends exactly at the static posterior.
+    path, _ = forward_filter(scenario_set.prior, np.eye(len(scenario_set.scenarios)), emissions)
 
     parameters: dict[str, dict[str, float]] = {}
     for kind, name in (("count", "rate"), ("milestone", "hazard"), ("signal", "level")):

@@ -33,6 +33,7 @@ class ScenarioSetError(ValueError):
     ----------
     problems : list of Problem
         Every problem found, in file order, each with file, line and field.
+
     """
 
     def __init__(self, problems: list[Problem]):

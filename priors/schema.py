@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from indicators import Catalog, Indicator, load_catalog
+from indicators import Catalog, Indicator, SignpostIndicatorError, load_catalog
 from priors.exceptions import Problem, ScenarioSetError
 
 Period = Literal["month", "quarter", "year"]
@@ -67,6 +67,7 @@ class Dynamics:
         -------
         numpy.ndarray
             (K, K) row-stochastic matrix. A scenario with no allowed move is absorbing.
+
         """
         index = {s: i for i, s in enumerate(scenario_ids)}
         matrix = np.eye(len(scenario_ids))
@@ -96,6 +97,7 @@ class IndicatorExpectations:
         ``beta`` the prior sd of the per-scenario mean.
     noise_sd : float or None
         Known observation noise of a signal.
+
     """
 
     indicator: Indicator
@@ -336,6 +338,7 @@ def beta_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
     ------
     ValueError
         If ``sd² ≥ mean·(1 − mean)`` — no Beta distribution is that wide.
+
     """
     limit = mean * (1.0 - mean)
     if sd**2 >= limit:
@@ -373,6 +376,7 @@ def parse_scenario_set(text: str, source: str = "<string>",
     ------
     ScenarioSetError
         Listing every problem with file, line and field.
+
     """
     catalog = catalog if catalog is not None else load_catalog()
     data, lines = _compose_lines(text, source)
@@ -390,8 +394,9 @@ def parse_scenario_set(text: str, source: str = "<string>",
     seen: dict[str, int] = {}
     for i, scenario in enumerate(spec.scenarios):
         if scenario.id in seen:
+            first = seen[scenario.id]
             errors.add(("scenarios", i, "id"),
-                       f"duplicate scenario id '{scenario.id}' (also scenarios[{seen[scenario.id]}])")
+                       f"duplicate scenario id '{scenario.id}' (also scenarios[{first}])")
         seen.setdefault(scenario.id, i)
     total = sum(s.prior for s in spec.scenarios)
     if abs(total - 1.0) > PRIOR_SUM_TOLERANCE:
@@ -549,15 +554,24 @@ def _resolve_indicator(indicator_id: str, meta: dict[str, Any], catalog: Catalog
                    + (f"; did you mean '{hint}'?" if hint else "")
                    + " (kinds: count, milestone, signal)")
         return None
-    return Indicator(
-        id=indicator_id,
-        kind=kind,
-        name=str(meta.get("name", indicator_id)),
-        unit=str(meta.get("unit", "")),
-        description=str(meta.get("description", "")),
-        coding=str(meta.get("coding", "")),
-        noise_sd=meta.get("noise_sd"),
-    )
+    noise_sd = meta.get("noise_sd")
+    if kind == "signal" and not (isinstance(noise_sd, (int, float)) and noise_sd > 0):
+        errors.add(path + ("noise_sd",),
+                   f"a signal needs a known noise_sd > 0 (got {noise_sd!r})")
+        return None
+    try:
+        return Indicator(
+            id=indicator_id,
+            kind=kind,
+            name=str(meta.get("name", indicator_id)),
+            unit=str(meta.get("unit", "")),
+            description=str(meta.get("description", "")),
+            coding=str(meta.get("coding", "")),
+            noise_sd=float(noise_sd) if noise_sd is not None else None,
+        )
+    except SignpostIndicatorError as exc:
+        errors.add(path + (getattr(exc, "field", "") or "kind",), str(exc))
+        return None
 
 
 def load_scenario_set(path: str | Path, catalog: Catalog | None = None) -> ScenarioSet:
@@ -578,6 +592,7 @@ def load_scenario_set(path: str | Path, catalog: Catalog | None = None) -> Scena
     ------
     ScenarioSetError
         Every problem with file, line and field.
+
     """
     path = Path(path)
     return parse_scenario_set(path.read_text(encoding="utf-8"), source=str(path), catalog=catalog)

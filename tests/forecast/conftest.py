@@ -173,4 +173,4 @@ def model_cache() -> ModelCache:
 
 @pytest.fixture(scope="session")
 def quick_settings() -> FitSettings:
-    return FitSettings(sampler=SamplerSettings(draws=500, tune=300, chains=2))
+    return FitSettings(sampler=SamplerSettings(draws=500, tune=500, chains=4))

@@ -74,7 +74,7 @@ def test_counts_overwhelming_disfavoured_scenario_near_point_nine(counts_set, mo
         evidence = make_evidence(counts_set, counts, np.ones((n, 2)))
         return evidence, exact_posterior(counts_set, evidence)
 
-    evidence, oracle = tune_to(0.9, 2, range(600, 1100, 5), make)
+    evidence, oracle = tune_to(0.9, 2, range(1300, 1800, 10), make)
     # The prior says 0.1; hundreds of periods of evidence say about 0.9, not 0.99.
     assert 0.8 < oracle.probability[2] < 0.97
     result = fit(counts_set, evidence, quick_settings, cache=model_cache)
@@ -98,17 +98,16 @@ def test_milestones_overwhelming_disfavoured_scenario_near_point_nine(milestones
     n = 300
 
     def make(first):
-        cue, radar = first
         counts = np.zeros((n, 3))
         exposure = np.ones((n, 3))
-        counts[cue, 0] = 1.0
-        exposure[cue + 1:, 0] = 0.0
-        counts[radar, 1] = 1.0
-        exposure[radar + 1:, 1] = 0.0
+        for j, t in enumerate(first):  # t < 0: the milestone never happened
+            if t >= 0:
+                counts[t, j] = 1.0
+                exposure[t + 1:, j] = 0.0
         evidence = make_evidence(milestones_set, counts, exposure)
         return evidence, exact_posterior(milestones_set, evidence)
 
-    candidates = [(c, r) for c in range(5, 300, 5) for r in range(10, 300, 10)]
+    candidates = [(c, r, 50) for c in range(2, 60, 2) for r in range(2, 100, 4)]
     evidence, oracle = tune_to(0.9, 1, candidates, make)
     assert 0.8 < oracle.probability[1] < 0.97  # prior 0.3
     result = fit(milestones_set, evidence, quick_settings, cache=model_cache)
@@ -145,7 +144,7 @@ def test_all_kinds_graded_overwhelming(all_kinds_set, model_cache, quick_setting
         evidence = make_evidence(all_kinds_set, counts, exposure, sumsq)
         return evidence, exact_posterior(all_kinds_set, evidence)
 
-    evidence, oracle = tune_to(0.9, 2, range(300, 900, 5), make)
+    evidence, oracle = tune_to(0.9, 2, range(1200, 1600, 10), make)
     assert 0.8 < oracle.probability[2] < 0.97  # prior 0.15
     result = fit(all_kinds_set, evidence, quick_settings, cache=model_cache)
     assert_matches_exact(result, oracle)

@@ -1,0 +1,97 @@
+"""Indicators: observable signposts, graded observations and the evidence they add up to.
+
+What can be observed (the catalog), how observations are validated and graded, and how they
+aggregate into evidence over a period grid. The base vocabulary of Signpost: pure (no
+database, network or clock; "today" is always a parameter). ``forecast`` and ``priors``
+build on it; it imports neither.
+"""
+
+from indicators.catalog import (
+    DEFAULT_CATALOG_PATH,
+    KINDS,
+    Catalog,
+    Indicator,
+    IndicatorKind,
+    load_catalog,
+)
+from indicators.evidence import (
+    AGGREGATE_COLUMNS,
+    OBSERVATION_COLUMNS,
+    AggregateRow,
+    Evidence,
+    aggregate_observations,
+    build_evidence,
+    evidence_from_aggregates,
+    weighted_observations,
+)
+from indicators.exceptions import (
+    CatalogError,
+    GradeTableError,
+    InvalidGrade,
+    InvalidObservation,
+    ObservationFileError,
+    SignpostIndicatorError,
+    UnknownIndicator,
+)
+from indicators.grades import (
+    CREDIBILITY_DIGITS,
+    DEFAULT_GRADES,
+    RELIABILITY_LETTERS,
+    GradeTable,
+    parse_grade,
+)
+from indicators.observations import (
+    CSV_COLUMNS,
+    Observation,
+    read_observations_csv,
+    validate_observation,
+)
+from indicators.periods import (
+    FREQUENCIES,
+    Frequency,
+    PeriodGrid,
+    elapsed_fraction,
+    make_grid,
+    period_exposure,
+    period_floor,
+)
+
+__all__ = [
+    "AGGREGATE_COLUMNS",
+    "CREDIBILITY_DIGITS",
+    "CSV_COLUMNS",
+    "DEFAULT_CATALOG_PATH",
+    "DEFAULT_GRADES",
+    "FREQUENCIES",
+    "KINDS",
+    "OBSERVATION_COLUMNS",
+    "RELIABILITY_LETTERS",
+    "AggregateRow",
+    "Catalog",
+    "CatalogError",
+    "Evidence",
+    "Frequency",
+    "GradeTable",
+    "GradeTableError",
+    "Indicator",
+    "IndicatorKind",
+    "InvalidGrade",
+    "InvalidObservation",
+    "Observation",
+    "ObservationFileError",
+    "PeriodGrid",
+    "SignpostIndicatorError",
+    "UnknownIndicator",
+    "aggregate_observations",
+    "build_evidence",
+    "elapsed_fraction",
+    "evidence_from_aggregates",
+    "load_catalog",
+    "make_grid",
+    "parse_grade",
+    "period_exposure",
+    "period_floor",
+    "read_observations_csv",
+    "validate_observation",
+    "weighted_observations",
+]
