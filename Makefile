@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/var/pytensor
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench bench-core clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -29,3 +29,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
+
+bench-core: install
+	$(BIN)/python bench/core_fit.py
