@@ -1,0 +1,61 @@
+"""Wiring: settings → store, worker pool, fit runner and scheduler (shared by API and CLI)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+
+from service.runner import FitRunner, make_owner
+from service.scheduler import RefitScheduler
+from service.settings import Settings
+from service.store import Store
+from service.worker import WorkerPool
+
+
+def configure_compile_cache(settings: Settings) -> None:
+    """Keep pytensor's compile cache under ``var/`` (persistent, writable), unless set."""
+    if "base_compiledir" not in os.environ.get("PYTENSOR_FLAGS", ""):
+        cache = (settings.var_dir / "pytensor").resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        flags = os.environ.get("PYTENSOR_FLAGS", "")
+        os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, [flags,
+                                                               f"base_compiledir={cache}"]))
+
+
+@dataclass
+class Services:
+    """Everything a Signpost process needs, built from one Settings object."""
+
+    settings: Settings
+    store: Store
+    pool: WorkerPool
+    runner: FitRunner
+    scheduler: RefitScheduler | None = field(default=None)
+
+    @classmethod
+    def build(cls, settings: Settings, worker_mode: str | None = None,
+              role: str = "worker") -> Services:
+        """Build the store (not migrated), worker pool and runner."""
+        configure_compile_cache(settings)
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        today = date.fromisoformat(settings.today) if settings.today else None
+        store = Store(settings.url, grades=settings.grade_table(), today=today)
+        pool = WorkerPool(worker_mode or settings.worker)
+        runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,
+                           settings.artifacts_dir, owner=make_owner(role))
+        return cls(settings=settings, store=store, pool=pool, runner=runner)
+
+    def start_scheduler(self) -> RefitScheduler:
+        """Start the refit scheduler in background threads."""
+        self.scheduler = RefitScheduler(self.store, self.runner, self.settings.refit_interval,
+                                        self.settings.queue_poll)
+        self.scheduler.start()
+        return self.scheduler
+
+    def close(self) -> None:
+        """Stop the scheduler and the worker, close database connections."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        self.pool.shutdown()
+        self.store.dispose()

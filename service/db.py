@@ -1,0 +1,174 @@
+"""Database schema (SQLAlchemy 2) and engine set-up. SQLite (WAL) by default, or PostgreSQL.
+
+Tables (design.md, "Storage"): ``scenario_sets``, ``observations`` (append-only; retraction,
+never delete), ``fits`` (one row per fit attempt, with diagnostics and summary JSON),
+``leases`` (one row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class ScenarioSetRow(Base):
+    """A loaded scenario set: its YAML text and content hash."""
+
+    __tablename__ = "scenario_sets"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    yaml_text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ObservationRow(Base):
+    """One logged fact. Append-only: corrections are retractions."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    indicator: Mapped[str] = mapped_column(String(100))
+    date: Mapped[date] = mapped_column(Date)
+    # year·12 + month − 1: lets SQL group by month, quarter or year with integer division
+    month_index: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+    grade: Mapped[str] = mapped_column(String(2))
+    weight: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(500), default="")
+    url: Mapped[str] = mapped_column(String(2000), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    analyst: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_observations_indicator_month", "indicator", "month_index"),)
+
+
+class FitRow(Base):
+    """One fit attempt of one scenario set on one evidence snapshot."""
+
+    __tablename__ = "fits"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    set_id: Mapped[str] = mapped_column(ForeignKey("scenario_sets.id"))
+    kind: Mapped[str] = mapped_column(String(20), default="live")  # live | replay
+    status: Mapped[str] = mapped_column(String(20))  # queued running published rejected failed
+    requested_by: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
+    set_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    diagnostics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    artifact: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+
+    __table_args__ = (
+        Index("ix_fits_set_status_finished", "set_id", "status", "finished_at"),
+        Index("ix_fits_status_created", "status", "created_at"),
+    )
+
+
+class LeaseRow(Base):
+    """Who may fit a scenario set, until when. Taken over once expired."""
+
+    __tablename__ = "leases"
+
+    set_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    fit_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 hash is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    role: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL, e.g. ``sqlite:///var/signpost.db`` or
+        ``postgresql+psycopg://user@127.0.0.1:5432/signpost``.
+
+    """
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged row survives power loss
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    """Sessions that keep loaded attributes after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "FitRow",
+    "LeaseRow",
+    "ObservationRow",
+    "ScenarioSetRow",
+    "make_engine",
+    "make_sessionmaker",
+]
+

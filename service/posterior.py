@@ -1,0 +1,51 @@
+"""The published posterior as JSON: one builder for the API and the CLI (same numbers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from priors import ScenarioSet
+from service.db import FitRow
+from service.store import _aware
+
+
+def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
+                      stale_after: float) -> dict[str, Any]:
+    """``{"set_id", "fit_id", "fitted_at", "evidence_through", "scenarios", "diagnostics",
+    "stale"}`` for a published fit row.
+    """
+    summary = row.summary or {}
+    by_id = {s["id"]: s for s in summary.get("scenarios", [])}
+    fitted_at = _aware(row.finished_at)
+    age = (now - fitted_at).total_seconds()
+    return {
+        "set_id": scenario_set.id,
+        "fit_id": row.id,
+        "fitted_at": fitted_at.isoformat(),
+        "evidence_through": row.as_of.isoformat() if row.as_of else None,
+        "scenarios": [
+            {"id": s.id, "name": s.name, "prior": s.prior,
+             "probability": by_id.get(s.id, {}).get("probability"),
+             "mcse": by_id.get(s.id, {}).get("mcse")}
+            for s in scenario_set.scenarios
+        ],
+        "diagnostics": row.diagnostics or {},
+        "stale": age > stale_after,
+        "age_seconds": round(age, 1),
+    }
+
+
+def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, Any]:
+    """One row per published fit: when, through which date, and each scenario's probability."""
+    items = []
+    for row in rows:
+        by_id = {s["id"]: s["probability"] for s in (row.summary or {}).get("scenarios", [])}
+        items.append({
+            "fit_id": row.id,
+            "fitted_at": _aware(row.finished_at).isoformat(),
+            "evidence_through": row.as_of.isoformat() if row.as_of else None,
+            "probabilities": {s.id: by_id.get(s.id) for s in scenario_set.scenarios},
+        })
+    return {"set_id": scenario_set.id, "scenarios": list(scenario_set.scenario_ids),
+            "items": items}

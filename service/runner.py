@@ -1,0 +1,153 @@
+"""Running one fit end to end: lease → SQL evidence → worker fit → gate → publish or record.
+
+A fit that fails the gate is recorded as ``rejected`` and a crashed one as ``failed``, each with
+its reason; only ``published`` fits are ever served, so the last good posterior stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from forecast import FitSettings
+from service.store import Store, fit_dict
+from service.worker import WorkerPool, fit_settings_dict
+
+log = logging.getLogger("signpost.runner")
+
+
+def make_owner(role: str = "worker") -> str:
+    """A lease owner id unique to this process and run."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a lease every third of its length while a fit runs."""
+
+    def __init__(self, store: Store, set_id: str, owner: str, seconds: float):
+        super().__init__(daemon=True, name=f"lease-{set_id}")
+        self.store, self.set_id, self.owner, self.seconds = store, set_id, owner, seconds
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.seconds / 3):
+            try:
+                if not self.store.renew_lease(self.set_id, self.owner, self.seconds):
+                    self.lost = True
+                    return
+            except Exception:  # a database hiccup: try again next beat
+                log.exception("lease renewal failed for %s", self.set_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class FitRunner:
+    """Runs queued fits, one set at a time per lease.
+
+    Parameters
+    ----------
+    store : Store
+    pool : WorkerPool
+        Where the sampling happens.
+    fit_settings : FitSettings
+    lease_seconds : float
+    artifacts_dir : str or Path-like
+        Where published DataTrees go.
+    owner : str, optional
+        Lease owner id (one per process by default).
+
+    """
+
+    def __init__(self, store: Store, pool: WorkerPool, fit_settings: FitSettings,
+                 lease_seconds: float, artifacts_dir: Any, owner: str | None = None):
+        self.store = store
+        self.pool = pool
+        self.fit_settings = fit_settings
+        self.lease_seconds = lease_seconds
+        self.artifacts_dir = artifacts_dir
+        self.owner = owner or make_owner()
+
+    def run_fit(self, fit_id: str,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Run one fit if its set's lease can be had.
+
+        Returns
+        -------
+        dict
+            The fit's public view after the attempt; ``status`` stays ``queued`` or
+            ``running`` when another owner holds the lease.
+
+        """
+        say = progress or (lambda message: None)
+        row = self.store.get_fit_row(fit_id)
+        if row.status in ("published", "rejected", "failed"):
+            return fit_dict(row)
+        set_id = row.set_id
+        if not self.store.acquire_lease(set_id, self.owner, fit_id, self.lease_seconds):
+            say(f"{set_id}: another worker holds the lease; fit {fit_id} waits")
+            return fit_dict(row)
+        heartbeat = _Heartbeat(self.store, set_id, self.owner, self.lease_seconds)
+        heartbeat.start()
+        try:
+            return self._run_leased(fit_id, say, heartbeat)
+        finally:
+            heartbeat.stop()
+            self.store.release_lease(set_id, self.owner)
+
+    def _run_leased(self, fit_id: str, say: Callable[[str], None],
+                    heartbeat: _Heartbeat) -> dict[str, Any]:
+        row = self.store.get_fit_row(fit_id)
+        if row.status in ("published", "rejected", "failed"):  # done while we waited
+            return fit_dict(row)
+        store = self.store
+        store.update_fit(fit_id, status="running", started_at=store.clock(),
+                         attempts=row.attempts + 1, worker=self.owner)
+        try:
+            scenario_set = store.get_set(row.set_id)
+            say(f"{row.set_id}: aggregating evidence")
+            evidence = store.evidence(scenario_set, row.as_of or store.today())
+            yaml_text, source = store.set_text(row.set_id)
+            artifact = str(self._artifact_path(row.set_id, fit_id))
+            say(f"{row.set_id}: sampling {evidence.n_periods} periods × "
+                f"{evidence.n_indicators} indicators")
+            summary = self.pool.run(yaml_text, source, evidence.to_dict(),
+                                    fit_settings_dict(self.fit_settings), artifact)
+        except Exception as exc:  # the reason is recorded; the last good posterior stays
+            log.exception("fit %s failed", fit_id)
+            store.update_fit(fit_id, status="failed", finished_at=store.clock(),
+                             reason=f"{type(exc).__name__}: {exc}")
+            return store.get_fit(fit_id)
+        if heartbeat.lost or not store.renew_lease(row.set_id, self.owner, self.lease_seconds):
+            # Someone took the set over (we were presumed dead): do not publish twice.
+            store.update_fit(fit_id, reason="lease lost before publishing; result discarded")
+            return store.get_fit(fit_id)
+        diagnostics = summary["diagnostics"]
+        passed = bool(diagnostics["passed"])
+        store.update_fit(
+            fit_id,
+            status="published" if passed else "rejected",
+            finished_at=store.clock(),
+            as_of=evidence.as_of,
+            set_hash=summary["set_hash"],
+            evidence_hash=summary["evidence_hash"],
+            seed=summary["seed"],
+            diagnostics=diagnostics,
+            summary=summary,
+            timings=summary["timings"],
+            artifact=summary.get("artifact"),
+            reason=None if passed else "diagnostics gate failed: "
+            + "; ".join(diagnostics["failures"]),
+        )
+        say(f"{row.set_id}: {'published' if passed else 'rejected'}")
+        return store.get_fit(fit_id)
+
+    def _artifact_path(self, set_id: str, fit_id: str) -> Path:
+        return Path(self.artifacts_dir) / set_id / f"{fit_id}.nc"

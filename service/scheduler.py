@@ -1,0 +1,103 @@
+"""The refit scheduler (APScheduler 3.x), one per deployment.
+
+Per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL`` seconds queues and runs a fit when the
+evidence hash (or the set) changed since the last fit that reached a verdict. Another job
+drains queued fits (``POST /v1/fits``, ``signpost refit``) and takes over fits whose worker
+died (expired lease). Cross-process safety comes from the lease in the database, not from
+APScheduler's in-memory ``max_instances`` (design.md, "Scheduler and concurrency").
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from service.runner import FitRunner
+from service.store import Store
+
+log = logging.getLogger("signpost.scheduler")
+
+
+class RefitScheduler:
+    """Owns the APScheduler instance and the jobs of every loaded set.
+
+    Parameters
+    ----------
+    store : Store
+    runner : FitRunner
+    refit_interval : float
+        Seconds between evidence checks of one set.
+    queue_poll : float
+        Seconds between polls for queued or orphaned fits.
+
+    """
+
+    def __init__(self, store: Store, runner: FitRunner, refit_interval: float,
+                 queue_poll: float):
+        self.store = store
+        self.runner = runner
+        self.refit_interval = refit_interval
+        self.queue_poll = queue_poll
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1,
+                          # a refit that fell due while the process was down still runs
+                          "misfire_grace_time": int(max(refit_interval, 60))},
+        )
+
+    def start(self) -> None:
+        """Schedule the jobs and start the background threads."""
+        self.scheduler.add_job(self.drain, "interval", seconds=self.queue_poll,
+                               id="drain-queue", replace_existing=True,
+                               next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(self.sync_sets, "interval", seconds=60, id="sync-sets",
+                               replace_existing=True, next_run_time=datetime.now(UTC))
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling (running jobs finish in their threads)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def sync_sets(self) -> None:
+        """Give every loaded set its refit job (sets loaded later get one too)."""
+        for set_id in self.store.set_ids():
+            job_id = f"refit:{set_id}"
+            if self.scheduler.get_job(job_id) is None:
+                self.scheduler.add_job(self.check_set, "interval", args=[set_id],
+                                       seconds=self.refit_interval, id=job_id,
+                                       replace_existing=True, next_run_time=datetime.now(UTC))
+
+    def check_set(self, set_id: str) -> str | None:
+        """Queue and run a fit of ``set_id`` if its evidence changed; returns the fit id."""
+        try:
+            fit_id = self.queue_if_changed(self.store, set_id)
+            if fit_id:
+                self.runner.run_fit(fit_id)
+            return fit_id
+        except Exception:  # keep the scheduler alive; the next tick tries again
+            log.exception("refit check of %s failed", set_id)
+            return None
+
+    @staticmethod
+    def queue_if_changed(store: Store, set_id: str) -> str | None:
+        """Queue a fit when the evidence or the set changed since the last verdict."""
+        scenario_set = store.get_set(set_id)
+        evidence = store.evidence(scenario_set)
+        last = store.latest_finished(set_id)
+        if (last is not None and last.evidence_hash == evidence.hash()
+                and last.set_hash == scenario_set.content_hash):
+            return None
+        if store.pending_fit(set_id) is not None:
+            return None
+        return store.create_fit(set_id, requested_by="scheduler")
+
+    def drain(self) -> None:
+        """Run queued fits and take over fits whose lease expired."""
+        try:
+            for row in self.store.runnable_fits():
+                self.runner.run_fit(row.id)
+        except Exception:
+            log.exception("draining the fit queue failed")
