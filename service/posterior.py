@@ -32,7 +32,6 @@ def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
         ],
         "diagnostics": row.diagnostics or {},
         "stale": age > stale_after,
-        "age_seconds": round(age, 1),
     }
 
 

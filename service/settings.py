@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     gate_max_mcse: float = 0.005
     today: str = Field(default="", description="freeze 'today' (YYYY-MM-DD), for replays and tests")
     worker: str = Field(default="process", description="'process' (warm worker) or 'inline'")
+    scheduler: bool = Field(default=True, description="run the refit scheduler in `serve`")
+    migrate_on_start: bool = Field(default=True, description="migrate the schema at API start")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
 
     @field_validator("worker")
     @classmethod
