@@ -12,8 +12,10 @@ from service.store import _aware
 
 def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
                       stale_after: float) -> dict[str, Any]:
-    """``{"set_id", "fit_id", "fitted_at", "evidence_through", "scenarios", "diagnostics",
-    "stale"}`` for a published fit row.
+    """The posterior JSON of a published fit row.
+
+    Keys: set_id, fit_id, fitted_at, evidence_through, scenarios (id, name, prior,
+    probability, mcse), diagnostics (with passed) and stale.
     """
     summary = row.summary or {}
     by_id = {s["id"]: s for s in summary.get("scenarios", [])}
