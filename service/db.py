@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -88,7 +89,7 @@ class FitRow(Base):
     as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
     set_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     evidence_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     diagnostics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

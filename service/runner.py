@@ -91,25 +91,27 @@ class FitRunner:
         if row.status in ("published", "rejected", "failed"):
             return fit_dict(row)
         set_id = row.set_id
-        if not self.store.acquire_lease(set_id, self.owner, fit_id, self.lease_seconds):
+        # One token per attempt: two threads of one process must exclude each other too.
+        token = f"{self.owner}/{uuid.uuid4().hex[:8]}"
+        if not self.store.acquire_lease(set_id, token, fit_id, self.lease_seconds):
             say(f"{set_id}: another worker holds the lease; fit {fit_id} waits")
             return fit_dict(row)
-        heartbeat = _Heartbeat(self.store, set_id, self.owner, self.lease_seconds)
+        heartbeat = _Heartbeat(self.store, set_id, token, self.lease_seconds)
         heartbeat.start()
         try:
-            return self._run_leased(fit_id, say, heartbeat)
+            return self._run_leased(fit_id, say, heartbeat, token)
         finally:
             heartbeat.stop()
-            self.store.release_lease(set_id, self.owner)
+            self.store.release_lease(set_id, token)
 
     def _run_leased(self, fit_id: str, say: Callable[[str], None],
-                    heartbeat: _Heartbeat) -> dict[str, Any]:
+                    heartbeat: _Heartbeat, token: str) -> dict[str, Any]:
         row = self.store.get_fit_row(fit_id)
         if row.status in ("published", "rejected", "failed"):  # done while we waited
             return fit_dict(row)
         store = self.store
         store.update_fit(fit_id, status="running", started_at=store.clock(),
-                         attempts=row.attempts + 1, worker=self.owner)
+                         attempts=row.attempts + 1, worker=token)
         try:
             scenario_set = store.get_set(row.set_id)
             say(f"{row.set_id}: aggregating evidence")
@@ -125,7 +127,7 @@ class FitRunner:
             store.update_fit(fit_id, status="failed", finished_at=store.clock(),
                              reason=f"{type(exc).__name__}: {exc}")
             return store.get_fit(fit_id)
-        if heartbeat.lost or not store.renew_lease(row.set_id, self.owner, self.lease_seconds):
+        if heartbeat.lost or not store.renew_lease(row.set_id, token, self.lease_seconds):
             # Someone took the set over (we were presumed dead): do not publish twice.
             store.update_fit(fit_id, reason="lease lost before publishing; result discarded")
             return store.get_fit(fit_id)

@@ -78,7 +78,7 @@ def upgrade() -> None:
     sa.Column('as_of', sa.Date(), nullable=True),
     sa.Column('set_hash', sa.String(length=64), nullable=True),
     sa.Column('evidence_hash', sa.String(length=64), nullable=True),
-    sa.Column('seed', sa.Integer(), nullable=True),
+    sa.Column('seed', sa.BigInteger(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('worker', sa.String(length=200), nullable=True),
     sa.Column('diagnostics', sa.JSON(), nullable=True),

@@ -1,0 +1,149 @@
+"""Refit scheduling and leases: never two fits of one set at once, takeover after a crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from forecast import FitSettings, SamplerSettings
+from service.runner import FitRunner
+from service.scheduler import RefitScheduler
+from service.store import Store
+from service.worker import WorkerPool
+
+TODAY = date(2025, 12, 31)
+QUICK = FitSettings(sampler=SamplerSettings(draws=500, tune=500, chains=4))
+GATE_FREE = FitSettings(sampler=SamplerSettings(draws=300, tune=300, chains=2),
+                        gate=QUICK.gate.__class__(min_ess_bulk=100, max_rhat=1.05))
+
+
+class RecordingPool(WorkerPool):
+    """An inline pool that records when each set's sampling starts and ends."""
+
+    def __init__(self, log: list, lock: threading.Lock, owner: str):
+        super().__init__("inline")
+        self.log, self.lock, self.owner = log, lock, owner
+
+    def run(self, set_yaml, set_source, *args):
+        started = time.monotonic()
+        time.sleep(0.2)  # widen the window in which an overlap would show
+        try:
+            return super().run(set_yaml, set_source, *args)
+        finally:
+            with self.lock:
+                self.log.append((set_source, self.owner, started, time.monotonic()))
+
+
+def _setup(url: str) -> None:
+    store = Store(url, today=TODAY)
+    store.migrate()
+    store.load_bundled_sets()
+    for d in ("2024-07-14", "2025-08-01", "2025-09-10"):
+        store.add_observation({"indicator": "joint_exercise", "date": d, "grade": "A1"})
+    store.dispose()
+
+
+def _assert_no_overlap(log):
+    by_set: dict[str, list] = {}
+    for source, owner, start, end in log:
+        by_set.setdefault(source, []).append((start, end, owner))
+    for source, spans in by_set.items():
+        spans.sort()
+        for (_, e1, o1), (s2, _, o2) in zip(spans, spans[1:], strict=False):
+            assert s2 >= e1, f"{source}: {o1} and {o2} sampled at the same time"
+
+
+@pytest.mark.slow
+def test_two_schedulers_on_one_postgres_never_fit_one_set_at_once(pg_url):
+    _setup(pg_url)
+    log: list = []
+    lock = threading.Lock()
+    schedulers = []
+    for name in ("s1", "s2"):
+        store = Store(pg_url, today=TODAY)
+        runner = FitRunner(store, RecordingPool(log, lock, name), GATE_FREE, lease_seconds=30,
+                           artifacts_dir="/tmp/signpost-test-artifacts", owner=name)
+        schedulers.append(RefitScheduler(store, runner, refit_interval=3600, queue_poll=0.2))
+    queue_store = Store(pg_url, today=TODAY)
+    fit_ids = [queue_store.create_fit(set_id, "test") for set_id in
+               ("sino-russian-convergence", "world-order-2035") * 3]
+
+    # Both schedulers drain the same queue and check the same sets, concurrently.
+    workers = []
+    for scheduler in schedulers:
+        for target in (scheduler.drain, scheduler.drain,
+                       lambda s=scheduler: s.check_set("world-order-2035")):
+            workers.append(threading.Thread(target=target))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    for scheduler in schedulers:  # whatever lost a lease race is still queued: finish it
+        scheduler.drain()
+
+    statuses = [queue_store.get_fit(f)["status"] for f in fit_ids]
+    assert statuses == ["published"] * len(fit_ids)
+    assert len(log) >= len(fit_ids)
+    assert {owner for _, owner, _, _ in log} == {"s1", "s2"} or len(log) >= len(fit_ids)
+    _assert_no_overlap(log)
+    for scheduler in schedulers:
+        scheduler.store.dispose()
+    queue_store.dispose()
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime(2025, 12, 31, 12, tzinfo=UTC)
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.slow
+def test_a_crashed_fit_is_taken_over_after_its_lease_expires(db_url):
+    _setup(db_url)
+    clock = Clock()
+    store = Store(db_url, clock=clock, today=TODAY)
+    fit_id = store.create_fit("world-order-2035", "test")
+    # A worker took the fit and died: the row says running, the lease is still someone's.
+    assert store.acquire_lease("world-order-2035", "dead-worker", fit_id, 60)
+    store.update_fit(fit_id, status="running", attempts=1, worker="dead-worker")
+    runner = FitRunner(store, WorkerPool("inline"), QUICK, lease_seconds=60,
+                       artifacts_dir="/tmp/signpost-test-artifacts", owner="survivor")
+    scheduler = RefitScheduler(store, runner, refit_interval=3600, queue_poll=1)
+
+    scheduler.drain()  # lease still live: nothing happens
+    assert store.get_fit(fit_id)["status"] == "running"
+    clock.now += timedelta(seconds=61)
+    scheduler.drain()
+    done = store.get_fit(fit_id)
+    assert done["status"] == "published" and done["attempts"] == 2
+    assert store.lease("world-order-2035") is None
+    store.dispose()
+
+
+@pytest.mark.slow
+def test_refit_only_when_evidence_changed_and_rejection_keeps_last_good(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _setup(url)
+    store = Store(url, today=TODAY)
+    runner = FitRunner(store, WorkerPool("inline"), QUICK, lease_seconds=60,
+                       artifacts_dir=tmp_path / "fits")
+    scheduler = RefitScheduler(store, runner, refit_interval=3600, queue_poll=1)
+    first = scheduler.check_set("world-order-2035")
+    assert first and store.get_fit(first)["status"] == "published"
+    assert (tmp_path / "fits" / "world-order-2035" / f"{first}.nc").exists()
+    assert scheduler.check_set("world-order-2035") is None  # same evidence: no refit
+    store.add_observation({"indicator": "joint_exercise", "date": "2025-12-01"})
+    # An impossible gate: the fit runs, is rejected with its reason, and is not served.
+    runner.fit_settings = FitSettings(sampler=QUICK.sampler,
+                                      gate=QUICK.gate.__class__(min_ess_bulk=10**9))
+    second = scheduler.check_set("world-order-2035")
+    rejected = store.get_fit(second)
+    assert rejected["status"] == "rejected" and "bulk ESS" in rejected["reason"]
+    assert store.latest_published("world-order-2035").id == first
+    assert scheduler.check_set("world-order-2035") is None  # same evidence, verdict given
+    store.dispose()
