@@ -20,6 +20,16 @@ from service.store import Store
 log = logging.getLogger("signpost.scheduler")
 
 
+class _SkipNoise(logging.Filter):
+    """Drop APScheduler's warning that a still-running drain job skipped a tick (expected)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkipNoise())
+
+
 class RefitScheduler:
     """Owns the APScheduler instance and the jobs of every loaded set.
 

@@ -1,0 +1,160 @@
+"""kill -9 of the serving process during a fit: nothing acknowledged is lost, the lease is taken
+over after a restart, the fit completes, and the previous posterior is served meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from forecast import FitSettings, exact_posterior
+from service.runner import FitRunner
+from service.store import Store
+from service.worker import WorkerPool
+
+pytestmark = pytest.mark.slow
+TODAY = "2025-12-31"
+SET_ID = "world-order-2035"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(var_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ,
+           "SIGNPOST_VAR_DIR": str(var_dir), "SIGNPOST_TODAY": TODAY,
+           "SIGNPOST_LEASE_SECONDS": "6", "SIGNPOST_QUEUE_POLL": "0.5",
+           "SIGNPOST_REFIT_INTERVAL": "3600", "SIGNPOST_WORKER": "process"}
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.api.app:app_factory", "--factory",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited during start-up"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+def test_kill_dash_nine_during_a_fit(tmp_path):
+    var_dir = tmp_path / "var"
+    url = f"sqlite:///{(var_dir / 'signpost.db').resolve()}"
+    var_dir.mkdir()
+    store = Store(url, today=date.fromisoformat(TODAY))
+    store.migrate()
+    store.load_bundled_sets()
+    store.add_observation({"indicator": "joint_exercise", "date": "2024-07-14", "grade": "A1"})
+    # A previous good posterior, published before the server starts.
+    previous = store.create_fit(SET_ID, "test")
+    FitRunner(store, WorkerPool("inline"), FitSettings(), 60, var_dir / "fits").run_fit(previous)
+    assert store.get_fit(previous)["status"] == "published"
+    analyst = store.create_key("analyst")
+    admin = store.create_key("admin")
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    server = start_server(var_dir, port, log)
+    acknowledged: list[int] = []
+    posting = threading.Event()
+    posting.set()
+
+    def post_observations():
+        n = 0
+        while posting.is_set():
+            n += 1
+            try:
+                r = httpx.post(f"{base}/v1/observations", timeout=5,
+                               headers={"Authorization": f"Bearer {analyst}"},
+                               json={"indicator": "joint_exercise", "date": "2025-11-01",
+                                     "grade": "B2", "note": f"load {n}"})
+            except httpx.HTTPError:
+                continue  # the server is down: not acknowledged, nothing to check
+            if r.status_code == 201:
+                acknowledged.append(r.json()["id"])
+            time.sleep(0.01)
+
+    try:
+        wait_ready(base, server)
+        fit_id = httpx.post(f"{base}/v1/fits", json={"set_id": SET_ID}, timeout=5,
+                            headers={"Authorization": f"Bearer {admin}"}).json()["fit_id"]
+        poster = threading.Thread(target=post_observations)
+        poster.start()
+        deadline = time.monotonic() + 60
+        while store.get_fit(fit_id)["status"] != "running":
+            assert time.monotonic() < deadline, "the fit never started"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(server.pid, signal.SIGKILL)  # the serving process dies mid-fit
+        server.wait(timeout=10)
+        posting.clear()
+        poster.join()
+        assert store.get_fit(fit_id)["status"] == "running"
+        lease = store.lease(SET_ID)
+        assert lease is not None and lease.fit_id == fit_id
+        assert len(acknowledged) > 0
+
+        server = start_server(var_dir, port, log)  # restart
+        wait_ready(base, server)
+        served_meanwhile = set()
+        deadline = time.monotonic() + 180
+        while store.get_fit(fit_id)["status"] not in ("published", "rejected", "failed"):
+            assert time.monotonic() < deadline, "the orphaned fit was never taken over"
+            r = httpx.get(f"{base}/v1/sets/{SET_ID}/posterior", timeout=5)
+            assert r.status_code == 200
+            served_meanwhile.add(r.json()["fit_id"])
+            time.sleep(0.2)
+        done = store.get_fit(fit_id)
+        assert done["status"] == "published", done
+        assert done["attempts"] == 2  # the first attempt died with the process
+        assert served_meanwhile == {previous}  # the last good posterior, until replaced
+        posterior = httpx.get(f"{base}/v1/sets/{SET_ID}/posterior", timeout=5).json()
+        assert posterior["fit_id"] == fit_id
+
+        # No acknowledged observation is missing.
+        stored = set()
+        page = f"{base}/v1/observations?indicator=joint_exercise&limit=1000"
+        while page:
+            body = httpx.get(page, timeout=5).json()
+            stored |= {item["id"] for item in body["items"]}
+            page = f"{base}{body['next']}" if body["next"] else None
+        assert set(acknowledged) <= stored
+        # And the published numbers are the model's, on the evidence the fit saw.
+        scenario_set = store.get_set(SET_ID)
+        oracle = exact_posterior(scenario_set, store.evidence(scenario_set))
+        if done["evidence_hash"] == store.evidence(scenario_set).hash():
+            for s, p in zip(posterior["scenarios"], oracle.probability, strict=True):
+                assert abs(s["probability"] - p) < 1e-9
+    finally:
+        posting.clear()
+        stop(server)
+        store.dispose()
