@@ -1,12 +1,19 @@
 # Signpost — make targets. Python 3.12 is required (see .python-version).
 SHELL := /bin/bash
 PYTHON ?= python3.12
-VENV := .venv
+# VENV and STAMP may be overridden (a test reuses an existing environment this way).
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-export PYTENSOR_FLAGS ?= base_compiledir=$(CURDIR)/var/pytensor
+STAMP ?= $(VENV)/.installed
+# `make run` serves here; `make run HOST=0.0.0.0 PORT=9000` to change it.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Everything Signpost writes (SQLite database, fit artifacts, pytensor's compile cache) lives here.
+export SIGNPOST_VAR_DIR ?= var
+export PYTENSOR_FLAGS ?= base_compiledir=$(abspath $(SIGNPOST_VAR_DIR))/pytensor
+SAMPLE := indicators/data/sample_observations.csv
 
-.PHONY: install test lint bench bench-core clean
+.PHONY: install run test lint bench bench-core clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -19,7 +26,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
-	@mkdir -p var/pytensor
+	@mkdir -p $(SIGNPOST_VAR_DIR)/pytensor
+
+# Set up, load the bundled sets and the sample observations, fit every set, then serve the API
+# and the refit scheduler. A second `make run` reuses the database (no duplicate import).
+run: install
+	$(BIN)/signpost init
+	$(BIN)/signpost import $(SAMPLE) --if-empty
+	$(BIN)/signpost refit
+	$(BIN)/signpost serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest

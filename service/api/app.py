@@ -1,0 +1,57 @@
+"""The HTTP API: ``create_app(settings)``; ``uvicorn service.api.app:app_factory --factory``.
+
+Settings are read when the app is created (at server start), never at import. The lifespan
+builds the services, migrates the schema if asked, and starts the refit scheduler if asked;
+sampling happens in the scheduler's threads and the worker process, never in a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import fits, health, observations, sets
+from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from service.context import Services
+from service.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Signpost API for ``settings`` (the process's ``SIGNPOST_*`` settings by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings, role="api")
+        try:
+            if settings.migrate_on_start:
+                services.store.migrate()
+            if settings.scheduler:
+                services.start_scheduler()
+            app.state.services = services
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="Signpost",
+        summary="Scenario probabilities from graded evidence",
+        description="Scenario sets, observations, fits and published posteriors. Errors "
+                    'have one shape: `{"error": {"code", "message", "field"}}`.',
+        version="1",
+        lifespan=lifespan,
+        responses={s: ERROR_RESPONSES[s] for s in (422, 500)},
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    for module in (sets, observations, fits):
+        app.include_router(module.router, prefix="/v1")
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For ``uvicorn service.api.app:app_factory --factory``."""
+    return create_app()

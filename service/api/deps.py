@@ -1,0 +1,197 @@
+"""Typed dependencies: the services, the store, the settings, API keys by role, JSON bodies.
+
+Route signatures stay short: ``def handler(store: StoreDep, key: AnalystKey, body: JsonObject)``.
+
+Roles are ordered reader < analyst < admin. Reads are open unless
+``SIGNPOST_REQUIRE_READ_KEY`` is set, then they need any valid key. A missing or unknown key is
+401, a key whose role is too low is 403.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from service.context import Services
+from service.errors import BadRequest, Forbidden, Unauthorized
+from service.settings import Settings
+from service.store import ROLES, ApiKey, Store
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sp_...`")
+
+
+def get_services(request: Request) -> Services:
+    """The process's services, built by the app's lifespan."""
+    return request.app.state.services
+
+
+def get_store(services: Annotated[Services, Depends(get_services)]) -> Store:
+    """The store."""
+    return services.store
+
+
+def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+    """The settings the app was started with."""
+    return services.settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None,
+                  store: Store) -> ApiKey:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'",
+                               field="Authorization")
+        raise Unauthorized("this needs an API key: send 'Authorization: Bearer <key>' "
+                           "(create one with `signpost keys create --role ROLE`)",
+                           field="Authorization")
+    key = store.verify_key(credentials.credentials)
+    if key is None:
+        raise Unauthorized("unknown or revoked API key", field="Authorization",
+                           code="invalid_key")
+    return key
+
+
+def require_role(role: str) -> Callable[..., ApiKey]:
+    """A dependency that returns the caller's key if its role is ``role`` or higher."""
+    needed = ROLES.index(role)
+
+    def dependency(request: Request, store: StoreDep,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                          Depends(_bearer)]) -> ApiKey:
+        key = _authenticate(request, credentials, store)
+        if ROLES.index(key.role) < needed:
+            raise Forbidden(f"this needs the {role} role; key {key.prefix}… is a {key.role}")
+        return key
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+def read_access(request: Request, store: StoreDep, settings: SettingsDep,
+                credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                       Depends(_bearer)]) -> ApiKey | None:
+    """Open reads (None), or any valid key when ``require_read_key`` is set."""
+    if not settings.require_read_key:
+        return None
+    return _authenticate(request, credentials, store)
+
+
+ReadAccess = Annotated[ApiKey | None, Depends(read_access)]
+AnalystKey = Annotated[ApiKey, Depends(require_role("analyst"))]
+AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
+
+
+def who(key: ApiKey) -> str:
+    """How a key is recorded as the author of a change: its name, else its prefix."""
+    return key.name or key.prefix
+
+
+# -- JSON bodies ------------------------------------------------------------------------
+
+class _NonFinite(str):
+    """A NaN or ±Infinity token met while parsing (JSON has no such numbers)."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"{key}: given twice in one object", field=key,
+                             code="invalid_json")
+        result[key] = value
+    return result
+
+
+def _non_finite(value: Any) -> str | None:
+    if isinstance(value, _NonFinite):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # a literal too large for a float, such as 1e999
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            if (found := _non_finite(item)) is not None:
+                return found
+    return None
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a request body that must be one JSON object of finite values.
+
+    Raises
+    ------
+    BadRequest
+        ``invalid_json`` for an empty or malformed body or a key given twice; ``invalid`` for
+        a body that is not an object, or a NaN/Infinity anywhere (naming the top-level field).
+
+    """
+    if not raw.strip():
+        raise BadRequest("the body is empty; send a JSON object", code="invalid_json")
+    try:
+        data = json.loads(raw, parse_constant=_NonFinite, object_pairs_hook=_refuse_duplicates)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, too deep
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(data), "a number")
+        raise BadRequest(f"the body must be a JSON object of fields, got {kind}")
+    for key, value in data.items():
+        if (token := _non_finite(value)) is not None:
+            raise BadRequest(f"{key}: {token} is not a number; send a finite number",
+                             field=key)
+    return data
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (see `parse_json_object`)."""
+    return parse_json_object(await request.body())
+
+
+JsonObject = Annotated[dict[str, Any], Depends(json_object)]
+
+
+def json_model[M: BaseModel](model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that parses the body strictly and validates it as ``model``."""
+
+    async def dependency(request: Request) -> M:
+        data = parse_json_object(await request.body())
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error.get("loc", ())) or None
+            message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+            if error.get("type") == "extra_forbidden":
+                message = f"unknown field; the fields are {', '.join(model.model_fields)}"
+            raise BadRequest(f"{field}: {message}" if field else message,
+                             field=field) from None
+
+    dependency.__name__ = f"{model.__name__.lower()}_body"
+    return dependency
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body that a `json_model` dependency parses."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
+
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="Makes a retry return the first result instead of storing a second row")]

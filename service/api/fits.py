@@ -1,0 +1,56 @@
+"""Fits: queue one (admin), follow its status. Sampling never runs in a request handler.
+
+A queued fit is run by the scheduler's drain job, in this process (``SIGNPOST_SCHEDULER``) or
+in the one scheduler process of a compose deployment; with neither, it stays queued.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import AdminKey, ReadAccess, StoreDep, body_schema, json_model, who
+from service.api.errors import ERROR_RESPONSES
+from service.api.responses import finite
+
+router = APIRouter(prefix="/fits", tags=["fits"],
+                   responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
+
+
+class FitRequest(BaseModel):
+    """Which scenario set to fit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    set_id: str = Field(min_length=1, max_length=100, examples=["sino-russian-convergence"])
+
+
+FitRequestBody = Annotated[FitRequest, Depends(json_model(FitRequest))]
+
+
+@router.post("", status_code=202, openapi_extra=body_schema(FitRequest),
+             responses={s: ERROR_RESPONSES[s] for s in (403, 413)})
+def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
+              response: Response) -> dict[str, Any]:
+    """Queue a fit of a set: 202 with its id; the scheduler's worker runs it.
+
+    A fit of the set that is still queued (not yet started, so it will read the newest
+    evidence) is returned instead of queueing a second one.
+    """
+    store.get_set(body.set_id)
+    pending = store.pending_fit(body.set_id)
+    if pending is not None and pending.status == "queued":
+        fit_id = pending.id
+    else:
+        fit_id = store.create_fit(body.set_id, requested_by=who(key))
+    response.headers["Location"] = f"/v1/fits/{fit_id}"
+    return {"fit_id": fit_id, "set_id": body.set_id, "status": "queued"}
+
+
+@router.get("/{fit_id}")
+def get_fit(fit_id: Annotated[str, Path(max_length=100)], store: StoreDep,
+            _: ReadAccess) -> dict[str, Any]:
+    """A fit's status (queued, running, published, rejected, failed), timings, diagnostics."""
+    return finite(store.get_fit(fit_id))

@@ -1,0 +1,113 @@
+"""Observations: log one (analyst), list them, retract one. Append-only."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import (
+    AnalystKey,
+    IdempotencyKey,
+    JsonObject,
+    ReadAccess,
+    StoreDep,
+    body_schema,
+    json_model,
+    who,
+)
+from service.api.errors import ERROR_RESPONSES
+from service.errors import BadRequest, NotFound
+
+router = APIRouter(prefix="/observations", tags=["observations"],
+                   responses={401: ERROR_RESPONSES[401]})
+_REPLAYED = {"description": "A retry with a seen Idempotency-Key: the first row; nothing "
+                            "new is stored"}
+
+
+class ObservationIn(BaseModel):
+    """An observation as posted (documentation; the core's validation is the authority)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    indicator: str = Field(description="an indicator id from the catalog",
+                           examples=["joint_exercise"])
+    date: str = Field(description="when it happened, YYYY-MM-DD", examples=["2025-09-01"])
+    value: float = Field(1.0, description="events (count), 1 (milestone) or the measurement")
+    grade: str | None = Field(None, description="Admiralty grade A1–F6; default B2",
+                              examples=["B2"])
+    source: str = ""
+    url: str = ""
+    note: str = ""
+
+
+class Retraction(BaseModel):
+    """Why an observation is withdrawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+ObservationId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RetractionBody = Annotated[Retraction, Depends(json_model(Retraction))]
+
+
+@router.post("", status_code=201, openapi_extra=body_schema(ObservationIn),
+             responses={200: _REPLAYED} | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
+def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, response: Response,
+                       idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Log one observation: 201 with the stored row once it is committed.
+
+    With an ``Idempotency-Key`` header, a retry returns the first row with status 200
+    (header ``Idempotent-Replayed: true``) and stores nothing. The row's ``analyst`` is the
+    key's name (or prefix).
+    """
+    row, created = store.add_observation(body, analyst=who(key),
+                                         idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return row
+
+
+@router.get("", responses={404: ERROR_RESPONSES[404]})
+def list_observations(
+    request: Request, store: StoreDep, _: ReadAccess,
+    indicator: str | None = None,
+    set_id: Annotated[str | None, Query(alias="set", description="a scenario set id")] = None,
+    since: date | None = None,
+    until: date | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    include_retracted: bool = True,
+) -> dict[str, Any]:
+    """A page of observations, newest date first: ``{"items", "total", "next"}``."""
+    if indicator is not None:
+        store.catalog().get_or_raise(indicator, field="indicator")
+    if since and until and since > until:
+        raise BadRequest(f"until: {until} is before since ({since})", field="until")
+    try:
+        items, total = store.list_observations(
+            indicator=indicator, set_id=set_id, since=since, until=until, limit=limit,
+            offset=offset, include_retracted=include_retracted)
+    except NotFound as exc:
+        raise NotFound(exc.message, field="set") from None
+    next_url = None
+    if offset + limit < total:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+        params.append(("offset", str(offset + limit)))
+        next_url = f"{request.url.path}?{urlencode(params)}"
+    return {"items": items, "total": total, "next": next_url}
+
+
+@router.post("/{observation_id}/retract", openapi_extra=body_schema(Retraction),
+             responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
+def retract_observation(observation_id: ObservationId, key: AnalystKey,
+                        body: RetractionBody,
+                        store: StoreDep) -> dict[str, Any]:
+    """Retract an observation (it stays stored, flagged, and leaves the evidence)."""
+    return store.retract(observation_id, body.reason, by=who(key))

@@ -1,0 +1,53 @@
+"""JSON responses: strict JSON (no NaN) and cacheable bodies with a strong ETag."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from fastapi import Request, Response
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def canonical_json(payload: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the same payload always gives the same bytes."""
+    return json.dumps(finite(payload), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode()
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header matches ``etag`` (weak comparison, lists, ``*``)."""
+    if not if_none_match:
+        return False
+    opaque = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False
+
+
+def cached_json(request: Request, payload: Any) -> Response:
+    """The payload with a strong ETag (quoted SHA-256 of the body) and ``no-cache``.
+
+    ``no-cache`` makes clients revalidate every time, which the ETag makes cheap: a matching
+    ``If-None-Match`` gets ``304 Not Modified`` with no body.
+    """
+    body = canonical_json(payload)
+    etag = f'"{hashlib.sha256(body).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)

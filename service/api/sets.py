@@ -1,0 +1,96 @@
+"""Scenario sets: what is asked, and what the published posterior says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from priors import ScenarioSet
+from service.api.deps import SettingsDep, StoreDep, read_access
+from service.api.errors import ERROR_RESPONSES
+from service.api.responses import cached_json
+from service.errors import NotFound
+from service.posterior import history_payload, posterior_payload
+
+router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
+                   responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
+
+
+def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
+    """A set in a list: the question, its scenarios and priors, its indicator ids."""
+    return {
+        "id": scenario_set.id,
+        "title": scenario_set.title,
+        "question": scenario_set.question,
+        "period": scenario_set.period,
+        "start": scenario_set.start.isoformat(),
+        "end": scenario_set.end.isoformat() if scenario_set.end else None,
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior}
+                      for s in scenario_set.scenarios],
+        "indicators": list(scenario_set.indicator_ids),
+        "has_dynamics": scenario_set.dynamics is not None,
+    }
+
+
+def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
+    """A set in full: scenarios, what each expects of each indicator, dynamics."""
+    scenario_ids = scenario_set.scenario_ids
+    indicators = []
+    for spec in scenario_set.indicators:
+        indicators.append({
+            "id": spec.id,
+            "kind": spec.kind,
+            "name": spec.indicator.name,
+            "unit": spec.indicator.unit,
+            "noise_sd": spec.noise_sd,
+            "expectations": {k: {"mean": float(spec.mean[i]), "sd": float(spec.sd[i])}
+                             for i, k in enumerate(scenario_ids)},
+        })
+    dynamics = scenario_set.dynamics
+    return {
+        **set_summary(scenario_set),
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "description": s.description} for s in scenario_set.scenarios],
+        "indicators": indicators,
+        "dynamics": None if dynamics is None else {
+            "stay": dynamics.stay,
+            "moves": {source: list(targets) for source, targets in dynamics.moves.items()},
+        },
+        "content_hash": scenario_set.content_hash,
+    }
+
+
+@router.get("")
+def list_sets(store: StoreDep) -> list[dict[str, Any]]:
+    """Every loaded scenario set."""
+    return [set_summary(s) for s in store.list_sets()]
+
+
+@router.get("/{set_id}")
+def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
+    """One scenario set in full."""
+    return set_detail(store.get_set(set_id))
+
+
+@router.get("/{set_id}/posterior", responses={304: {"description": "Not modified"}})
+def get_posterior(set_id: str, request: Request, store: StoreDep,
+                  settings: SettingsDep) -> Response:
+    """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
+    scenario_set = store.get_set(set_id)
+    row = store.latest_published(set_id)
+    if row is None:
+        pending = store.pending_fit(set_id)
+        hint = (f"fit {pending.id} is {pending.status}" if pending is not None else
+                f'an admin can queue one with POST /v1/fits {{"set_id": "{set_id}"}}')
+        raise NotFound(f"scenario set '{set_id}' has no published posterior yet; {hint}",
+                       code="no_posterior")
+    payload = posterior_payload(scenario_set, row, store.clock(), settings.stale_after)
+    return cached_json(request, payload)
+
+
+@router.get("/{set_id}/history", responses={304: {"description": "Not modified"}})
+def get_history(set_id: str, request: Request, store: StoreDep) -> Response:
+    """One row per published fit, oldest first, with each scenario's probability."""
+    scenario_set = store.get_set(set_id)
+    return cached_json(request, history_payload(scenario_set, store.history(set_id)))

@@ -1,0 +1,549 @@
+"""The ``signpost`` command line (Typer): set up, log evidence, fit, read posteriors, serve.
+
+Every command reads its settings fresh from the ``SIGNPOST_*`` environment (so
+``SIGNPOST_DATABASE_URL`` applies to all of them). Refused input is reported on stderr, naming
+the field (and the file and line where there is one), with exit status 2; "not there yet"
+(no published posterior, a fit that did not publish) exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from indicators import (
+    GradeTableError,
+    InvalidObservation,
+    ObservationFileError,
+    read_observations_csv,
+)
+from priors import ScenarioSet, ScenarioSetError
+from service import migrate
+from service.context import Services
+from service.errors import ServiceError
+from service.posterior import posterior_payload
+from service.settings import Settings, _redact
+from service.store import ROLES, Store, _aware
+
+app = typer.Typer(
+    name="signpost",
+    help="Signpost: Bayesian scenario probabilities from graded evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sets_app = typer.Typer(help="Scenario sets: list, show, load.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (only their hashes are stored).", no_args_is_help=True)
+app.add_typer(sets_app, name="sets")
+app.add_typer(keys_app, name="keys")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Refused input: exit 2 with the message (which names the field, file and line).
+USER_ERRORS = (ServiceError, ScenarioSetError, ObservationFileError, InvalidObservation)
+
+
+class Exit(Exception):
+    """Stop a command with a message on stderr and an exit status."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    raise Exit(message, code)
+
+
+def command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a command can meet into one clear message on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Exit as exc:
+            err.print(f"error: {exc.message}", markup=False)
+            raise typer.Exit(exc.code) from None
+        except USER_ERRORS as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except SQLAlchemyError as exc:
+            detail = str(exc).splitlines()[0]
+            err.print(f"error: database: {detail}", markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def load_settings() -> Settings:
+    """Fresh settings from the environment; a bad value names its variable (exit 2)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SIGNPOST_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors())
+        _fail(f"bad setting: {problems}")
+    # values the Settings model keeps as text, checked here so that a typo names its variable
+    try:
+        settings.grade_table()
+    except (ValueError, GradeTableError) as exc:
+        _fail(f"bad setting: SIGNPOST_GRADES / SIGNPOST_DEFAULT_GRADE: {exc}")
+    if settings.today:
+        try:
+            date.fromisoformat(settings.today)
+        except ValueError:
+            _fail(f"bad setting: SIGNPOST_TODAY: {settings.today!r} is not a date (YYYY-MM-DD)")
+    return settings
+
+
+@contextmanager
+def services(need_schema: bool = True, worker_mode: str | None = "inline") -> Iterator[Services]:
+    """Build the services for one command and close them afterwards."""
+    settings = load_settings()
+    built = Services.build(settings, worker_mode=worker_mode, role="cli")
+    try:
+        if need_schema:
+            _check_schema(built.store, settings)
+        yield built
+    finally:
+        built.close()
+
+
+def _check_schema(store: Store, settings: Settings) -> None:
+    where = _redact(settings.url)
+    if not store.ping():
+        _fail(f"cannot reach the database at {where} (check SIGNPOST_DATABASE_URL)")
+    if not store.migrations_current():
+        _fail(f"the database at {where} is not initialised or not migrated; "
+              "run `signpost init` first")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _fmt_prob(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _scenario_table(payload: dict[str, Any]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("name")
+    table.add_column("prior", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column("± mcse", justify="right")
+    for s in payload["scenarios"]:
+        table.add_row(s["id"], s["name"], f"{s['prior']:.3f}", _fmt_prob(s["probability"]),
+                      _fmt_prob(s["mcse"]))
+    return table
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def init() -> None:
+    """Create or migrate the database and load the bundled scenario sets."""
+    with services(need_schema=False) as svc:
+        store = svc.store
+        where = _redact(svc.settings.url)
+        if not store.ping():
+            _fail(f"cannot reach the database at {where} (check SIGNPOST_DATABASE_URL)")
+        before = migrate.current_revision(store.engine)
+        store.migrate()
+        after = migrate.current_revision(store.engine)
+        if before is None:
+            out.print(f"created the database schema at {where} (revision {after})")
+        elif before != after:
+            out.print(f"migrated the database at {where} from revision {before} to {after}")
+        else:
+            out.print(f"the database at {where} is current (revision {after})")
+        for scenario_set, changed in store.load_bundled_sets():
+            verb = "loaded" if changed else "unchanged"
+            out.print(f"{verb:9s} scenario set {scenario_set.id} ({scenario_set.title})")
+
+
+# -- sets ---------------------------------------------------------------------------------
+
+
+def _set_dict(scenario_set: ScenarioSet) -> dict[str, Any]:
+    dynamics = None
+    if scenario_set.dynamics is not None:
+        dynamics = {"stay": scenario_set.dynamics.stay,
+                    "moves": {k: list(v) for k, v in scenario_set.dynamics.moves.items()}}
+    return {
+        "id": scenario_set.id,
+        "title": scenario_set.title,
+        "question": scenario_set.question,
+        "period": scenario_set.period,
+        "start": scenario_set.start.isoformat(),
+        "end": scenario_set.end.isoformat() if scenario_set.end else None,
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "description": s.description} for s in scenario_set.scenarios],
+        "indicators": [{"id": i.id, "kind": i.kind, "name": i.indicator.name}
+                       for i in scenario_set.indicators],
+        "dynamics": dynamics,
+        "source": scenario_set.source,
+        "content_hash": scenario_set.content_hash,
+    }
+
+
+def _latest(store: Store, set_id: str) -> dict[str, Any] | None:
+    row = store.latest_published(set_id)
+    if row is None:
+        return None
+    return {"fit_id": row.id, "fitted_at": _aware(row.finished_at).isoformat(),
+            "evidence_through": row.as_of.isoformat() if row.as_of else None}
+
+
+@sets_app.command("list")
+@command
+def sets_list() -> None:
+    """List the loaded scenario sets."""
+    with services() as svc:
+        sets = svc.store.list_sets()
+        if not sets:
+            out.print("no scenario sets loaded (run `signpost init` or `signpost sets load FILE`)")
+            return
+        table = Table(show_edge=False, pad_edge=False)
+        table.add_column("id", no_wrap=True)
+        table.add_column("title", min_width=20)
+        table.add_column("scenarios", justify="right")
+        table.add_column("indicators", justify="right")
+        table.add_column("latest published fit", no_wrap=True)
+        for s in sets:
+            latest = _latest(svc.store, s.id)
+            shown = (f"{latest['fitted_at'][:16].replace('T', ' ')} ({latest['fit_id'][:8]})"
+                     if latest else "—")
+            table.add_row(s.id, s.title, str(len(s.scenarios)), str(len(s.indicators)), shown)
+        out.print(table)
+
+
+@sets_app.command("show")
+@command
+def sets_show(
+    set_id: Annotated[str, typer.Argument(metavar="ID", help="The scenario set's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one scenario set: its question, scenarios, indicators and latest fit."""
+    with services() as svc:
+        data = _set_dict(svc.store.get_set(set_id))
+        data["latest_published_fit"] = _latest(svc.store, set_id)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(f"[bold]{data['id']}[/bold] — {data['title']}")
+    out.print(f"question: {data['question']}", markup=False)
+    out.print(f"period:   {data['period']} from {data['start']}"
+              + (f" to {data['end']}" if data["end"] else ""))
+    model = "static (the scenario never changes)" if data["dynamics"] is None else (
+        f"dynamic (stay {data['dynamics']['stay']})")
+    out.print(f"model:    {model}")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("scenario", "name", "prior"):
+        table.add_column(column)
+    for s in data["scenarios"]:
+        table.add_row(s["id"], s["name"], f"{s['prior']:.3f}")
+    out.print(table)
+    out.print("indicators: " + ", ".join(f"{i['id']} ({i['kind']})" for i in data["indicators"]))
+    latest = data["latest_published_fit"]
+    out.print("latest published fit: "
+              + (f"{latest['fit_id']} at {latest['fitted_at']}" if latest else "none yet"))
+
+
+@sets_app.command("load")
+@command
+def sets_load(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A scenario-set YAML file.")],
+) -> None:
+    """Validate a scenario-set YAML file and store it (replacing a set with the same id)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{file}: cannot read: {exc.strerror or exc}")
+    with services() as svc:
+        try:
+            scenario_set, changed = svc.store.load_set_text(text, source=str(file))
+        except ScenarioSetError as exc:
+            count = len(exc.problems)
+            _fail(f"{file}: {_plural(count, 'problem')}; nothing was loaded:\n"
+                  + "\n".join(f"  {p}" for p in exc.problems))
+    if not changed:
+        out.print(f"unchanged: scenario set {scenario_set.id} is already loaded with this content")
+        return
+    out.print(f"loaded scenario set {scenario_set.id} ({scenario_set.title}): "
+              f"{_plural(len(scenario_set.scenarios), 'scenario')}, "
+              f"{_plural(len(scenario_set.indicators), 'indicator')}")
+
+
+# -- observations -------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def observe(
+    indicator: Annotated[str, typer.Option(help="Indicator id from the catalog.")],
+    date: Annotated[str, typer.Option(help="When it happened (YYYY-MM-DD).")],
+    value: Annotated[str | None, typer.Option(help="Count or signal value (default 1).")] = None,
+    grade: Annotated[str | None, typer.Option(help="Admiralty grade, e.g. B2.")] = None,
+    source: Annotated[str | None, typer.Option(help="Who reported it.")] = None,
+    url: Annotated[str | None, typer.Option(help="Where it was reported.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    analyst: Annotated[str | None, typer.Option(help="Who logged it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored row as JSON.")] = False,
+) -> None:
+    """Log one observation (validated, then committed)."""
+    fields = {"indicator": indicator, "date": date, "value": value, "grade": grade,
+              "source": source, "url": url, "note": note}
+    data = {k: v for k, v in fields.items() if v is not None}
+    with services() as svc:
+        row, _ = svc.store.add_observation(data, analyst=analyst or "")
+    if as_json:
+        print(json.dumps(row, indent=2))
+        return
+    out.print(f"stored observation {row['id']}: {row['indicator']} on {row['date']}, "
+              f"value {row['value']:g}, grade {row['grade']} (weight {row['weight']:.3g})",
+              markup=False)
+
+
+@app.command("import")
+@command
+def import_(
+    file: Annotated[Path, typer.Argument(metavar="FILE.csv",
+                                         help="CSV: date,indicator,value,grade,source,url,note")],
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Import the good rows and list the bad ones.")] = False,
+    if_empty: Annotated[bool, typer.Option(
+        "--if-empty", help="Import only when no observations are stored yet.")] = False,
+    analyst: Annotated[str, typer.Option(help="Who logged the rows.")] = "",
+) -> None:
+    """Import observations from a CSV file, all or nothing (unless --skip-bad)."""
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    with services() as svc:
+        store = svc.store
+        if if_empty:
+            stored = store.count_observations()
+            if stored:
+                out.print(f"{stored} observations already stored; --if-empty: "
+                          f"nothing imported from {file}")
+                return
+        observations, skipped = read_observations_csv(
+            file, store.catalog(), today=store.today(), grades=store.grades, skip_bad=skip_bad)
+        imported = store.add_observations(observations, analyst=analyst)
+    out.print(f"imported {_plural(imported, 'observation')} from {file}")
+    if skipped:
+        err.print(f"skipped {_plural(len(skipped), 'bad row')}:")
+        for problem in skipped:
+            err.print(f"  {problem}", markup=False)
+
+
+# -- fits and posteriors ------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(set_id: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the runner's stage messages (plain lines when not on a terminal)."""
+    if err.is_terminal:
+        with err.status(f"{set_id}: queued") as status:
+            yield lambda message: status.update(message)
+    else:
+        yield lambda message: err.print(f"  {message}", markup=False)
+
+
+@app.command()
+@command
+def refit(
+    set_id: Annotated[str | None, typer.Option("--set", help="Only this set (default: all).")]
+    = None,
+) -> None:
+    """Fit now and publish each posterior that passes the diagnostics gate."""
+    with services() as svc:
+        store = svc.store
+        set_ids = [store.get_set(set_id).id] if set_id else store.set_ids()
+        if not set_ids:
+            _fail("no scenario sets loaded; run `signpost init` first")
+        unpublished = []
+        for sid in set_ids:
+            fit_id = store.create_fit(sid, requested_by="cli")
+            started = time.perf_counter()
+            with _progress(sid) as say:
+                say(f"{sid}: fitting (fit {fit_id})")
+                result = svc.runner.run_fit(fit_id, progress=say)
+            took = time.perf_counter() - started
+            status = result["status"]
+            if status == "published":
+                payload = posterior_payload(store.get_set(sid), store.get_fit_row(fit_id),
+                                            store.clock(), svc.settings.stale_after)
+                out.print(f"{sid}: published fit {fit_id} in {took:.1f} s "
+                          f"(evidence through {payload['evidence_through']})")
+                out.print(_scenario_table(payload))
+                continue
+            unpublished.append(sid)
+            if status in ("queued", "running"):
+                reason = ("another process holds this set's lease and is fitting it; "
+                          f"fit {fit_id} stays queued for the scheduler")
+                status = "busy"
+            else:
+                reason = result.get("reason") or "no reason recorded"
+            err.print(f"{sid}: {status} (fit {fit_id}): {reason}", markup=False)
+        if unpublished:
+            _fail(f"not published: {', '.join(unpublished)}; the last good posterior "
+                  "stays served", code=1)
+
+
+@app.command()
+@command
+def posterior(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Print the latest published posterior of a set (the same JSON the API serves)."""
+    with services() as svc:
+        store = svc.store
+        scenario_set = store.get_set(set_id)
+        row = store.latest_published(set_id)
+        if row is None:
+            _fail(f"no published posterior for {set_id} yet; run `signpost refit --set "
+                  f"{set_id}`", code=1)
+        payload = posterior_payload(scenario_set, row, store.clock(), svc.settings.stale_after)
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    out.print(f"[bold]{scenario_set.id}[/bold] — {scenario_set.title}")
+    stale = " [red](stale)[/red]" if payload["stale"] else ""
+    out.print(f"fit {payload['fit_id']} at {payload['fitted_at']}, evidence through "
+              f"{payload['evidence_through']}{stale}")
+    out.print(_scenario_table(payload))
+    diagnostics = payload["diagnostics"]
+    out.print("diagnostics: " + ", ".join(
+        f"{k} {v}" for k, v in diagnostics.items() if k not in ("failures",)), markup=False)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (SIGNPOST_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (SIGNPOST_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API (and, unless SIGNPOST_SCHEDULER=false, the refit scheduler)."""
+    import uvicorn
+
+    settings = load_settings()
+    host = host or settings.host
+    port = port or settings.port
+    base = f"http://{host}:{port}"
+    lines = [f"Signpost API on {base}", f"  docs       {base}/docs", f"  health     {base}/healthz",
+             f"  sets       {base}/v1/sets"]
+    try:
+        with services(need_schema=False) as svc:
+            set_ids = svc.store.set_ids() if svc.store.migrations_current() else []
+    except (Exit, SQLAlchemyError):
+        set_ids = []
+    for sid in set_ids or ["<id>"]:
+        lines.append(f"  posterior  {base}/v1/sets/{sid}/posterior")
+    lines.append("  scheduler  " + ("on (refits every "
+                                    f"{settings.refit_interval} s when the evidence changes)"
+                                    if settings.scheduler else "off (SIGNPOST_SCHEDULER=false)"))
+    out.print("\n".join(lines), markup=False)
+    uvicorn.run("service.api.app:app_factory", factory=True, host=host, port=port)
+
+
+@app.command()
+@command
+def scheduler() -> None:
+    """Run only the refit scheduler (no HTTP), until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings()
+    svc = Services.build(settings, role="scheduler")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if settings.migrate_on_start:
+            svc.store.migrate()
+        _check_schema(svc.store, settings)
+        svc.start_scheduler()
+        err.print(f"scheduler running on {_redact(settings.url)}: refit check every "
+                  f"{settings.refit_interval} s, queue poll every {settings.queue_poll} s "
+                  f"({settings.worker} worker); SIGTERM or Ctrl-C stops it", markup=False)
+        while not stop.wait(1.0):
+            pass
+        err.print("scheduler stopping")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        svc.close()
+    _exit_after_running_fits(SHUTDOWN_GRACE)
+
+
+# Seconds a stopping scheduler waits for a running fit (docker stops after 30 s by default).
+SHUTDOWN_GRACE = 15.0
+
+
+def _exit_after_running_fits(grace: float) -> None:
+    """Give running fits ``grace`` seconds, then exit even if one is still going.
+
+    A fit cut short is safe: its lease expires and the next scheduler takes the fit over
+    (design.md, "Scheduler and concurrency"). Without this, the interpreter would wait for the
+    scheduler's worker threads, i.e. for the whole fit, however long it takes.
+    """
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon and t is not threading.current_thread()
+           for t in threading.enumerate()):
+        err.print(f"a fit was still running after {grace:.0f} s; exiting — its lease expires "
+                  "and the next scheduler takes the fit over")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+@command
+def keys_create(
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "",
+) -> None:
+    """Create an API key; it is printed once, alone on the last line of stdout."""
+    with services() as svc:
+        secret = svc.store.create_key(role, name=name)
+    label = f" '{name}'" if name else ""
+    err.print(f"created {role} key{label}; it is shown once and only its hash is stored:",
+              markup=False)
+    print(secret, flush=True)

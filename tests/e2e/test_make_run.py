@@ -1,0 +1,128 @@
+"""`make run` from a fresh copy of the repository answers /healthz, then serves a published
+posterior for both bundled sets — and the CLI prints the same JSON the server serves.
+
+The copy holds the tracked files and the untracked, not-ignored ones (what a clone would hold
+plus local changes, no .venv and no var/). It reuses this test run's virtualenv instead of
+installing a new one (``VENV=``), with ``PYTHONPATH`` pointing at the copy so the copy's code
+is what runs, and a fresh ``STAMP=`` so make does not re-install the copy into the shared
+virtualenv. Everything else — database, sample import, fits, compile cache — starts from
+nothing under the copy's var/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SETS = ("sino-russian-convergence", "world-order-2035")
+TODAY = "2025-12-31"
+TIMEOUT = 300.0
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def copy_working_tree(dest: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if not source.is_file():  # deleted in the working tree
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_make_run_serves_a_published_posterior_for_both_sets(tmp_path):
+    if shutil.which("make") is None or shutil.which("git") is None:
+        pytest.skip("needs make and git")
+    clone = tmp_path / "signpost"
+    copy_working_tree(clone)
+    assert (clone / "Makefile").is_file() and not (clone / "var").exists()
+    stamp = tmp_path / "installed"
+    stamp.touch()  # newer than the copied pyproject.toml: make skips the install step
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SIGNPOST_", "PYTENSOR_")) and k not in ("MAKEFLAGS", "MFLAGS")}
+    env.update(SIGNPOST_TODAY=TODAY, PYTHONPATH=str(clone))
+    log_path = tmp_path / "make-run.log"
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            ["make", "run", f"VENV={sys.prefix}", f"STAMP={stamp}", f"PORT={port}"],
+            cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    healthy_after = None
+    payloads: dict[str, dict] = {}
+    try:
+        with httpx.Client(base_url=base, timeout=5.0) as client:
+            while len(payloads) < len(SETS):
+                elapsed = time.monotonic() - started
+                assert process.poll() is None, (
+                    f"make run exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                assert elapsed < TIMEOUT, (
+                    f"no posterior for {set(SETS) - set(payloads)} after {TIMEOUT:.0f} s "
+                    f"(healthy after {healthy_after}):\n{log_path.read_text()[-4000:]}")
+                try:
+                    if healthy_after is None:
+                        if client.get("/healthz").status_code == 200:
+                            healthy_after = elapsed
+                    else:
+                        for set_id in SETS:
+                            response = client.get(f"/v1/sets/{set_id}/posterior")
+                            if response.status_code == 200:
+                                payloads[set_id] = response.json()
+                except httpx.TransportError:
+                    pass  # not listening yet
+                time.sleep(1.0)
+        served_after = time.monotonic() - started
+
+        for set_id, payload in payloads.items():
+            assert payload["set_id"] == set_id
+            assert payload["evidence_through"] == TODAY
+            assert payload["diagnostics"]["passed"] is True
+            assert abs(sum(s["probability"] for s in payload["scenarios"]) - 1) < 1e-6
+
+        # the CLI on the same database prints the same JSON the server serves
+        cli = subprocess.run(
+            [str(Path(sys.prefix) / "bin" / "signpost"), "posterior", "--set", SETS[1],
+             "--json"], cwd=clone, env=env, capture_output=True, text=True, timeout=120,
+            check=True)
+        assert json.loads(cli.stdout) == payloads[SETS[1]]
+    finally:
+        stop(process)
+    log = log_path.read_text()
+    sample = (clone / "indicators/data/sample_observations.csv").read_text().splitlines()[1:]
+    assert f"imported {sum(1 for line in sample if line.strip())} observations" in log
+    assert f"http://127.0.0.1:{port}/docs" in log
+    print(f"make run: /healthz after {healthy_after:.0f} s, "
+          f"both posteriors served after {served_after:.0f} s")
