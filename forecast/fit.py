@@ -23,7 +23,9 @@ import xarray as xr
 
 from forecast.exceptions import FitFailed
 from forecast.hmm import forward_filter
+from forecast.horizon import Draws, outlook_summary, transition_draws
 from forecast.model import EvidenceArrays, build_model, log_emission
+from forecast.ops import filter_draws
 from indicators import Evidence
 from priors import ScenarioSet
 
@@ -36,6 +38,7 @@ class SamplerSettings:
 
     draws: int = 1000
     tune: int = 500
+    max_draws: int = 8000  # per chain, when more draws are needed to meet the MCSE gate
     chains: int = 4
     cores: int = 2
     seed: int | None = None
@@ -57,6 +60,7 @@ class FitSettings:
 
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    dynamic: bool = True  # learn the transitions of sets with dynamics (else: identity)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> FitSettings:
@@ -65,6 +69,7 @@ class FitSettings:
         return cls(
             sampler=replace(SamplerSettings(), **values.get("sampler", {})),
             gate=replace(GateSettings(), **values.get("gate", {})),
+            dynamic=bool(values.get("dynamic", True)),
         )
 
 
@@ -125,7 +130,8 @@ class Fit:
     path: np.ndarray
     period_labels: tuple[str, ...]
     parameters: dict[str, dict[str, float]]
-    datatree: Any = field(repr=False)
+    outlook: dict[str, Any] = field(default_factory=dict)
+    datatree: Any = field(repr=False, default=None)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -151,6 +157,7 @@ class Fit:
             "timings": self.timings,
             "parameters": self.parameters,
             "path": {"periods": list(self.period_labels), "probability": self.path.tolist()},
+            "outlook": self.outlook,
         }
 
 
@@ -180,21 +187,22 @@ class ModelCache:
     """
 
     def __init__(self) -> None:
-        self._models: dict[str, _Compiled] = {}
+        self._models: dict[tuple[str, bool], _Compiled] = {}
         self._lock = threading.Lock()
 
-    def __contains__(self, scenario_set: ScenarioSet) -> bool:
-        return scenario_set.content_hash in self._models
+    def has(self, scenario_set: ScenarioSet, dynamic: bool) -> bool:
+        """Whether the set's model is compiled already."""
+        return (scenario_set.content_hash, dynamic) in self._models
 
-    def get(self, scenario_set: ScenarioSet, evidence: Evidence) -> tuple[_Compiled, float]:
+    def get(self, scenario_set: ScenarioSet, evidence: Evidence,
+            dynamic: bool = False) -> tuple[_Compiled, float]:
         """The compiled model of ``scenario_set`` and the seconds spent compiling (0 if warm)."""
+        key = (scenario_set.content_hash, dynamic)
         with self._lock:
-            compiled = self._models.get(scenario_set.content_hash)
+            compiled = self._models.get(key)
             if compiled is not None:
                 return compiled, 0.0
             started = time.perf_counter()
-            model = build_model(scenario_set, evidence)
-            nutpie_model = nutpie.compile_pymc_model(model)
             counts, exposure, sumsq = (pytensor.tensor.matrix(n) for n in
                                        ("counts", "exposure", "sumsq"))
             emission_fn = pytensor.function(
@@ -202,8 +210,13 @@ class ModelCache:
                 log_emission(scenario_set, counts, exposure, sumsq),
                 on_unused_input="ignore",  # sumsq is unused when a set has no signal
             )
+            arrays = EvidenceArrays.select(scenario_set, evidence)
+            model = build_model(scenario_set, evidence, dynamic=dynamic,
+                                emission=emission_fn(arrays.counts, arrays.exposure,
+                                                     arrays.sumsq))
+            nutpie_model = nutpie.compile_pymc_model(model)
             compiled = _Compiled(model, nutpie_model, emission_fn)
-            self._models[scenario_set.content_hash] = compiled
+            self._models[key] = compiled
             return compiled, time.perf_counter() - started
 
     def clear(self) -> None:
@@ -240,7 +253,7 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
     """
     posterior = datatree["posterior"]
     sampled = [name for name in posterior.data_vars
-               if name not in (PROBABILITY, "log_marginal")]
+               if name not in (PROBABILITY, "log_marginal") and posterior[name].size]
     rhats, esss = [], []
     if sampled:
         rhat = az.rhat(datatree, var_names=sampled)
@@ -318,33 +331,65 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     if seed is None:
         seed = _seed_for(evidence_hash, scenario_set.content_hash)
 
-    say("compiling" if scenario_set not in cache else "model warm")
-    compiled, compile_s = cache.get(scenario_set, evidence)
-    say("sampling")
-    sample_started = time.perf_counter()
-    try:
-        data = {name: value for name, value in arrays.as_data().items()
-                if name in compiled.data_names}
-        nutpie_model = compiled.nutpie_model.with_data(**data)
-        datatree = nutpie.sample(
-            nutpie_model, draws=settings.sampler.draws, tune=settings.sampler.tune,
-            chains=settings.sampler.chains, cores=settings.sampler.cores, seed=seed,
-            progress_bar=False, save_warmup=False,
-        )
-    except Exception as exc:  # the sampler's failures come in many types
-        raise FitFailed(f"sampling {scenario_set.id} failed: {exc}") from exc
-    sample_s = time.perf_counter() - sample_started
+    dynamic = bool(settings.dynamic and scenario_set.dynamics is not None)
+    say("model warm" if cache.has(scenario_set, dynamic) else "compiling")
+    compiled, compile_s = cache.get(scenario_set, evidence, dynamic=dynamic)
+    emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
+    data = {name: value for name, value in arrays.as_data().items()
+            if name in compiled.data_names}
+    if "log_emission" in compiled.data_names:
+        data["log_emission"] = emissions
+    nutpie_model = compiled.nutpie_model.with_data(**data)
+    k = len(scenario_set.scenarios)
+    draws_per_chain = settings.sampler.draws
+    sample_s = 0.0
+    while True:
+        say(f"sampling {settings.sampler.chains} × {draws_per_chain}")
+        sample_started = time.perf_counter()
+        try:
+            datatree = nutpie.sample(
+                nutpie_model, draws=draws_per_chain, tune=settings.sampler.tune,
+                chains=settings.sampler.chains, cores=settings.sampler.cores, seed=seed,
+                progress_bar=False, save_warmup=False,
+            )
+        except Exception as exc:  # the sampler's failures come in many types
+            raise FitFailed(f"sampling {scenario_set.id} failed: {exc}") from exc
+        sample_s += time.perf_counter() - sample_started
+
+        say("filtering")
+        posterior = datatree["posterior"]
+        n_chains = posterior.sizes["chain"]
+        if dynamic:
+            transitions = transition_draws(scenario_set, posterior)
+            filtered = filter_draws(transitions, np.ascontiguousarray(emissions),
+                                    np.asarray(scenario_set.prior, dtype=float))
+            if filtered.shape[1] == 0:
+                alpha = np.broadcast_to(scenario_set.prior, (transitions.shape[0], k)).copy()
+            else:
+                alpha = filtered[:, -1, :]
+            path = filtered.mean(axis=0)
+            posterior[PROBABILITY] = xr.DataArray(
+                alpha.reshape(n_chains, posterior.sizes["draw"], k),
+                dims=("chain", "draw", "scenario"),
+                coords={"scenario": list(scenario_set.scenario_ids)})
+        else:
+            path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
+            alpha = posterior[PROBABILITY].values.reshape(-1, k)
+            transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
+        diagnostics, mcse = diagnose(datatree, settings.gate)
+        # Monte Carlo error shrinks as 1/sqrt(draws): when precision is all that is missing,
+        # draw more (up to max_draws) instead of rejecting a converged fit.
+        only_mcse = diagnostics.failures and all(f.startswith("MCSE")
+                                                 for f in diagnostics.failures)
+        if not only_mcse or draws_per_chain >= settings.sampler.max_draws:
+            break
+        factor = 1.3 * (diagnostics.max_mcse / settings.gate.max_mcse) ** 2
+        draws_per_chain = min(settings.sampler.max_draws,
+                              int(np.ceil(draws_per_chain * factor / 100.0)) * 100)
+        seed += 1
 
     say("diagnosing")
-    diagnostics, mcse = diagnose(datatree, settings.gate)
-    posterior = datatree["posterior"]
-    probability = posterior[PROBABILITY].values.reshape(-1, len(scenario_set.scenarios))
-    probability = probability.mean(axis=0)
-
-    emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
-    # Transitions are held at the identity (the static model) until the dynamic fit learns
-    # them; the filtered path then ends exactly at the static posterior.
-    path, _ = forward_filter(scenario_set.prior, np.eye(len(scenario_set.scenarios)), emissions)
+    probability = alpha.mean(axis=0)
 
     parameters: dict[str, dict[str, float]] = {}
     for kind, name in (("count", "rate"), ("milestone", "hazard"), ("signal", "level")):
@@ -357,14 +402,19 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                 str(s): float(row.sel(scenario=s)) for s in row.coords["scenario"].values
             }
 
+    say("forecasting")
+    draws = Draws(alpha=np.ascontiguousarray(alpha), transition=np.ascontiguousarray(transitions),
+                  n_chains=n_chains)
+    outlook = outlook_summary(scenario_set, evidence, arrays, draws, posterior)
+
     scenarios = tuple(
         ScenarioResult(id=s.id, name=s.name, prior=s.prior,
-                       probability=float(probability[k]), mcse=float(mcse[k]))
-        for k, s in enumerate(scenario_set.scenarios)
+                       probability=float(probability[i]), mcse=float(mcse[i]))
+        for i, s in enumerate(scenario_set.scenarios)
     )
-    sampler = {"name": "nutpie", "draws": settings.sampler.draws,
+    sampler = {"name": "nutpie", "draws": draws_per_chain,
                "tune": settings.sampler.tune, "chains": settings.sampler.chains,
-               "transitions": "identity"}
+               "transitions": "learned" if dynamic else "identity"}
     return Fit(
         set_id=scenario_set.id,
         set_hash=scenario_set.content_hash,
@@ -379,5 +429,6 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         path=path,
         period_labels=arrays.labels,
         parameters=parameters,
-        datatree=datatree if isinstance(datatree, xr.DataTree) else datatree,
+        outlook=outlook,
+        datatree=datatree,
     )

@@ -26,6 +26,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from forecast.ops import hmm_loglik
 from indicators import Evidence
 from priors import ScenarioSet
 
@@ -160,7 +161,33 @@ def period_loglik(kind: str, theta, counts, exposure, sumsq, noise_sd: float | N
     return -(q - 2 * theta * n + theta**2 * e) / (2 * var) - 0.5 * e * np.log(2 * np.pi * var)
 
 
-def build_model(scenario_set: ScenarioSet, evidence: Evidence) -> pm.Model:
+def transition_rows(scenario_set: ScenarioSet) -> list[tuple[int, list[int], np.ndarray]]:
+    """The free rows of the transition matrix and their Dirichlet concentrations.
+
+    Returns
+    -------
+    list of (row, columns, concentration)
+        ``columns`` starts with the row itself (stay), then the allowed moves; a scenario
+        with no allowed move is absorbing and has no free row.
+
+    """
+    dynamics = scenario_set.dynamics
+    if dynamics is None:
+        return []
+    index = {s: i for i, s in enumerate(scenario_set.scenario_ids)}
+    rows = []
+    for source, targets in dynamics.moves.items():
+        if not targets:
+            continue
+        share = (1.0 - dynamics.stay) / len(targets)
+        centre = np.array([dynamics.stay] + [share] * len(targets))
+        rows.append((index[source], [index[source]] + [index[t] for t in targets],
+                     dynamics.concentration * centre))
+    return rows
+
+
+def build_model(scenario_set: ScenarioSet, evidence: Evidence,
+                dynamic: bool | None = None, emission: np.ndarray | None = None) -> pm.Model:
     """Build the Signpost model of one scenario set on one evidence snapshot.
 
     Parameters
@@ -199,9 +226,30 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence) -> pm.Model:
             "log_marginal", log_marginal(scenario_set, total_n, total_e, total_q),
             dims=("indicator", "scenario"),
         )
-        log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
-        pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
-                         dims="scenario")
+        if dynamic:
+            # Only the transitions are sampled for the scenario path: the emissions are the
+            # collapsed sequential predictive densities, data-only, so the forward algorithm
+            # (a numba Op with its analytic gradient) needs nothing else.
+            n_scenarios = len(scenario_set.scenarios)
+            transition = pt.eye(n_scenarios)
+            for row, columns, concentration in transition_rows(scenario_set):
+                source = scenario_set.scenario_ids[row]
+                dim = f"from_{source}"
+                model.add_coord(dim, [scenario_set.scenario_ids[c] for c in columns])
+                free = pm.Dirichlet(f"transition_{source}", a=concentration, dims=dim)
+                transition = pt.set_subtensor(transition[row, columns], free)
+            # The collapsed emissions depend on the data alone, so they enter as data: each
+            # gradient then costs one forward-backward pass, not T·J·K log-gamma terms.
+            if emission is None:
+                emission = log_emission(scenario_set, arrays.counts, arrays.exposure,
+                                        arrays.sumsq).eval()
+            emission_data = pm.Data("log_emission", np.asarray(emission, dtype=float))
+            pm.Potential("regime_likelihood",
+                         hmm_loglik(transition, emission_data, np.asarray(scenario_set.prior)))
+        else:
+            log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
+            pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
+                             dims="scenario")
 
         for kind, name in KIND_PARAMETER.items():
             idx = [j for j, k in enumerate(kinds) if k == kind]

@@ -54,6 +54,8 @@ class Dynamics:
 
     stay: float
     moves: Mapping[str, tuple[str, ...]]
+    concentration: float = 40.0
+    ladder: tuple[str, ...] = ()
 
     def transition_matrix(self, scenario_ids: Sequence[str]) -> np.ndarray:
         """Centre transition matrix: ``stay`` on the diagonal, the rest split over moves.
@@ -182,6 +184,10 @@ class _ScenarioSpec(_Strict):
 class _DynamicsSpec(_Strict):
     stay: float = Field(gt=0, le=1)
     moves: dict[str, list[str]] = Field(default_factory=dict)
+    concentration: float = Field(default=40.0, gt=0,
+                                 description="Dirichlet concentration of each transition row")
+    ladder: list[str] = Field(default_factory=list,
+                              description="scenarios in order of depth, for 'k or deeper'")
 
 
 class _CountExpectation(_Strict):
@@ -418,6 +424,11 @@ def parse_scenario_set(text: str, source: str = "<string>",
                 elif target == source_id:
                     errors.add(("dynamics", "moves", source_id, j),
                                f"a move from '{source_id}' to itself; staying is set by 'stay'")
+        for j, rung in enumerate(spec.dynamics.ladder):
+            if rung not in known:
+                errors.add(("dynamics", "ladder", j), _unknown_scenario(rung, scenario_ids))
+        if len(set(spec.dynamics.ladder)) != len(spec.dynamics.ladder):
+            errors.add(("dynamics", "ladder"), "a scenario appears twice in the ladder")
         if spec.dynamics.stay == 1.0 and any(spec.dynamics.moves.values()):
             errors.add(("dynamics", "stay"), "stay = 1 makes every move impossible; use < 1")
 
@@ -438,6 +449,8 @@ def parse_scenario_set(text: str, source: str = "<string>",
         dynamics = Dynamics(
             stay=spec.dynamics.stay,
             moves={k: tuple(v) for k, v in spec.dynamics.moves.items()},
+            concentration=spec.dynamics.concentration,
+            ladder=tuple(spec.dynamics.ladder),
         )
     content = spec.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

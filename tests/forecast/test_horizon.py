@@ -1,0 +1,153 @@
+"""Horizon forecasts, first passage and milestone timing against closed forms and simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecast.horizon import (
+    Draws,
+    first_passage,
+    milestone_occurrence,
+    mcse_of,
+    state_forecast,
+    timing,
+)
+from forecast.ops import filter_draws, forward_backward
+from forecast.hmm import forward_filter
+
+
+def pinned(alpha, transition, n=8):
+    return Draws(alpha=np.tile(alpha, (n, 1)), transition=np.tile(transition, (n, 1, 1)),
+                 n_chains=2)
+
+
+def random_chain(rng, k=4):
+    transition = rng.dirichlet(np.ones(k), size=k) * 0.3 + np.eye(k) * 0.7
+    return rng.dirichlet(np.ones(k)), transition
+
+
+def test_forecast_with_pinned_transitions_is_alpha_times_matrix_power():
+    rng = np.random.default_rng(1)
+    alpha, transition = random_chain(rng)
+    _, mean = state_forecast(pinned(alpha, transition), 24)
+    for h in (0, 1, 5, 24):
+        np.testing.assert_allclose(mean[h], alpha @ np.linalg.matrix_power(transition, h),
+                                   atol=1e-9, rtol=0)
+
+
+def test_first_passage_agrees_with_simulating_the_chain():
+    rng = np.random.default_rng(2)
+    alpha, transition = random_chain(rng)
+    transition[3] = [0.05, 0.05, 0.0, 0.9]  # state 2 unreachable from 3 in one step
+    steps = 12
+    by = first_passage(pinned(alpha, transition), [2], steps).mean(axis=0)
+    n_paths = 100_000
+    state = rng.choice(4, size=n_paths, p=alpha)
+    reached = state == 2
+    simulated = [reached.mean()]
+    cumulative = np.cumsum(transition, axis=1)
+    for _ in range(steps):
+        u = rng.random(n_paths)
+        state = (u[:, None] > cumulative[state]).sum(axis=1)
+        reached |= state == 2
+        simulated.append(reached.mean())
+    np.testing.assert_allclose(by, simulated, atol=0.01)
+
+
+def test_milestone_timing_agrees_with_simulation():
+    rng = np.random.default_rng(3)
+    alpha, transition = random_chain(rng, k=3)
+    hazard = np.array([0.01, 0.08, 0.2])
+    steps = 16
+    draws = pinned(alpha, transition)
+    cdf = milestone_occurrence(draws, np.tile(hazard, (8, 1)), steps).mean(axis=0)
+    n_paths = 100_000
+    state = rng.choice(3, size=n_paths, p=alpha)
+    happened = np.zeros(n_paths, bool)
+    simulated = [0.0]
+    cumulative = np.cumsum(transition, axis=1)
+    for _ in range(steps):
+        state = (rng.random(n_paths)[:, None] > cumulative[state]).sum(axis=1)
+        happened |= rng.random(n_paths) < hazard[state]
+        simulated.append(happened.mean())
+    np.testing.assert_allclose(cdf, simulated, atol=0.01)
+
+
+def test_static_set_forecast_is_the_nowcast():
+    alpha = np.array([0.6, 0.3, 0.1])
+    draws = pinned(alpha, np.eye(3))
+    _, at = state_forecast(draws, 10)
+    by = np.stack([first_passage(draws, [k], 10).mean(axis=0) for k in range(3)], axis=-1)
+    np.testing.assert_allclose(at, np.tile(alpha, (11, 1)), atol=1e-15)
+    np.testing.assert_allclose(by, at, atol=1e-15)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 5), st.integers(1, 30))
+def test_by_is_at_least_at_and_never_falls(seed, k, steps):
+    rng = np.random.default_rng(seed)
+    n = 5
+    alpha = rng.dirichlet(np.ones(k), size=n)
+    transition = rng.dirichlet(np.ones(k) * 0.5, size=(n, k))
+    draws = Draws(alpha=alpha, transition=transition, n_chains=1)
+    _, at = state_forecast(draws, steps)
+    for target in range(k):
+        by = first_passage(draws, [target], steps).mean(axis=0)
+        assert np.all(by >= at[:, target] - 1e-12)
+        assert np.all(np.diff(by) >= -1e-12)
+
+
+def test_timing_reads_median_and_interval_off_the_cdf():
+    from datetime import date
+    cdf = np.array([0.0, 0.05, 0.2, 0.5, 0.7, 0.85])
+    labels = [f"p{i}" for i in range(6)]
+    starts = [date(2026, i + 1, 1) for i in range(6)]
+    out = timing(cdf, labels, starts, 0.001)
+    assert out["median"]["period"] == "p3" and out["interval80"][0]["period"] == "p2"
+    assert out["interval80"][1] is None  # 0.9 is not reached before the end
+    assert out["p_by_end"] == 0.85
+
+
+def test_mcse_is_zero_for_identical_draws_and_near_sd_over_root_n_for_iid():
+    rng = np.random.default_rng(0)
+    assert mcse_of(np.ones((400, 3)), 4).tolist() == [0.0, 0.0, 0.0]
+    values = rng.normal(size=(4000, 1))
+    assert mcse_of(values, 4)[0] == pytest.approx(1 / np.sqrt(4000), rel=0.15)
+
+
+def test_forward_backward_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    alpha, transition = random_chain(rng)
+    log_b = rng.normal(size=(30, 4)) * 2
+    loglik, d_a, d_b, d_p = forward_backward(transition, log_b, alpha)
+    assert loglik == pytest.approx(forward_filter(alpha, transition, log_b)[1], rel=1e-12)
+    eps = 1e-6
+    for i, j in [(0, 0), (1, 3), (3, 2)]:
+        up, down = transition.copy(), transition.copy()
+        up[i, j] += eps
+        down[i, j] -= eps
+        numeric = (forward_backward(up, log_b, alpha)[0]
+                   - forward_backward(down, log_b, alpha)[0]) / (2 * eps)
+        assert d_a[i, j] == pytest.approx(numeric, rel=1e-5)
+    for t, k in [(0, 1), (17, 2), (29, 3)]:
+        up, down = log_b.copy(), log_b.copy()
+        up[t, k] += eps
+        down[t, k] -= eps
+        numeric = (forward_backward(transition, up, alpha)[0]
+                   - forward_backward(transition, down, alpha)[0]) / (2 * eps)
+        assert d_b[t, k] == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    np.testing.assert_allclose(d_b.sum(axis=1), 1.0, atol=1e-12)  # smoothed probabilities
+
+
+def test_filter_draws_matches_forward_filter():
+    rng = np.random.default_rng(5)
+    alpha, transition = random_chain(rng)
+    log_b = rng.normal(size=(20, 4))
+    batch = filter_draws(np.stack([transition, np.eye(4)]), log_b, alpha)
+    np.testing.assert_allclose(batch[0], forward_filter(alpha, transition, log_b)[0],
+                               atol=1e-12)
+    np.testing.assert_allclose(batch[1], forward_filter(alpha, np.eye(4), log_b)[0],
+                               atol=1e-12)
