@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import indicators
-from forecast import fit, set_evidence
+from forecast import FitSettings, fit, set_evidence
 from indicators import load_catalog, read_observations_csv
 from priors import load_bundled_sets
 
@@ -41,6 +41,13 @@ def main() -> None:
         print(f"  diagnostics: {result.diagnostics.to_dict()}")
         for s in result.scenarios:
             print(f"  {s.id:22s} prior {s.prior:.3f} → {s.probability:.4f} ± {s.mcse:.4f}")
+        if scenario_set.dynamics is not None:
+            # baseline in the same run: the same set with transitions held at the identity
+            static = [fit(scenario_set, evidence, FitSettings(dynamic=False))
+                      for _ in range(2)][-1]
+            print(f"  learned transitions: warm {times[1]:.2f} s = "
+                  f"{times[1] / static.timings['total_s']:.1f}× the static warm fit "
+                  f"({static.timings['total_s']:.2f} s); sampler {result.sampler}")
 
 
 if __name__ == "__main__":
