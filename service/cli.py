@@ -38,6 +38,13 @@ from priors import ScenarioSet, ScenarioSetError
 from service import migrate
 from service.context import Services
 from service.errors import ServiceError
+from service.outlook import (
+    find_or_queue_replay,
+    forecast_payload,
+    milestones_payload,
+    parse_date_param,
+    replay_payload,
+)
 from service.posterior import posterior_payload
 from service.settings import Settings, _redact
 from service.store import ROLES, Store, _aware
@@ -444,6 +451,91 @@ def posterior(
     diagnostics = payload["diagnostics"]
     out.print("diagnostics: " + ", ".join(
         f"{k} {v}" for k, v in diagnostics.items() if k not in ("failures",)), markup=False)
+
+
+@app.command()
+@command
+def forecast(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    horizon: Annotated[str, typer.Option("--horizon", help="A date up to the set's end.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """P(scenario in force at a date) and P(reached by then), from the published fit."""
+    with services() as svc:
+        payload = forecast_payload(svc.store, svc.store.get_set(set_id), horizon)
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"{set_id} at {payload['horizon']} ({payload['period']}, "
+                        f"{payload['steps']} periods ahead)")
+    for column in ("scenario", "P(at)", "P(by)", "MCSE"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for s in payload["scenarios"]:
+        table.add_row(s["id"], _fmt_prob(s["at"]), _fmt_prob(s["by"]),
+                      "—" if s["mcse"] is None else f"{s['mcse']:.4f}")
+    out.print(table)
+
+
+def _when(entry: dict[str, Any] | None) -> str:
+    return entry["period"] if entry else "after the end"
+
+
+@app.command()
+@command
+def milestones(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """When each scenario (and each rung "or deeper") and each milestone is first reached."""
+    with services() as svc:
+        payload = milestones_payload(svc.store, svc.store.get_set(set_id))
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    out.print(f"[bold]{set_id}[/bold]: evidence through {payload['evidence_through']}, "
+              f"forecast to {payload['horizon_end']}")
+    table = Table()
+    for column in ("first reached", "P(by end)", "median", "80% interval"):
+        table.add_column(column)
+    rows = [(k, v) for k, v in payload["reach"].items()]
+    rows += [(f"{k} or deeper", v) for k, v in payload["reach_or_deeper"].items()]
+    for name, v in rows:
+        table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
+                      f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
+    for name, v in payload["milestones"].items():
+        if v.get("occurred"):
+            table.add_row(name, "happened", v["occurred"]["period"], "")
+        else:
+            table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
+                          f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
+    out.print(table)
+
+
+@app.command()
+@command
+def replay(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Evidence up to this date.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """The posterior as it would have been on a past date (stored as a replay, never live)."""
+    with services() as svc:
+        store = svc.store
+        scenario_set = store.get_set(set_id)
+        when = parse_date_param(scenario_set, as_of, "as_of")
+        row = find_or_queue_replay(store, scenario_set, when, requested_by="cli")
+        if row.status == "queued" or (row.status == "running" and row.worker is None):
+            with _progress(set_id) as say:
+                svc.runner.run_fit(row.id, progress=say)
+        row = store.get_fit_row(row.id)
+        payload = replay_payload(store, scenario_set, row)
+    if as_json:
+        print(json.dumps(payload, indent=2))
+    else:
+        out.print(f"[bold]{set_id}[/bold] as of {payload['as_of']}: {payload['status']}")
+        out.print(_scenario_table(payload))
+    if payload["status"] != "published":
+        _fail(f"replay {row.id} is {payload['status']}: {payload['reason'] or ''}", code=1)
 
 
 # -- processes ----------------------------------------------------------------------------

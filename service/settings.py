@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     worker: str = Field(default="process", description="'process' (warm worker) or 'inline'")
     scheduler: bool = Field(default=True, description="run the refit scheduler in `serve`")
     migrate_on_start: bool = Field(default=True, description="migrate the schema at API start")
+    replay_wait: float = Field(default=30.0, ge=0,
+                               description="seconds GET /replay waits before answering 202")
+    dynamic: bool = Field(default=True, description="learn transitions of sets with dynamics")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
 
@@ -78,6 +81,7 @@ class Settings(BaseSettings):
     def fit_settings(self) -> FitSettings:
         """Sampler and gate settings for fits."""
         return FitSettings(
+            dynamic=self.dynamic,
             sampler=SamplerSettings(draws=self.fit_draws, tune=self.fit_tune,
                                     chains=self.fit_chains),
             gate=GateSettings(max_rhat=self.gate_max_rhat, min_ess_bulk=self.gate_min_ess,

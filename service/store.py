@@ -487,11 +487,11 @@ class Store:
                                      FitRow.status.in_(("published", "rejected")))
                 .order_by(FitRow.finished_at.desc(), FitRow.id.desc()).limit(1))
 
-    def pending_fit(self, set_id: str) -> FitRow | None:
+    def pending_fit(self, set_id: str, kind: str = "live") -> FitRow | None:
         """A queued or running fit of a set, if any."""
         with self.Session() as session:
             return session.scalar(
-                select(FitRow).where(FitRow.set_id == set_id,
+                select(FitRow).where(FitRow.set_id == set_id, FitRow.kind == kind,
                                      FitRow.status.in_(("queued", "running")))
                 .order_by(FitRow.created_at).limit(1))
 
@@ -504,6 +504,14 @@ class Store:
                                      FitRow.status == "published")
                 .order_by(FitRow.finished_at.desc()).limit(limit)).all()
         return list(reversed(rows))
+
+    def replays(self, set_id: str, as_of: date) -> list[FitRow]:
+        """Replay fits of a set as of a date, newest first."""
+        with self.Session() as session:
+            return list(session.scalars(
+                select(FitRow).where(FitRow.set_id == set_id, FitRow.kind == "replay",
+                                     FitRow.as_of == as_of)
+                .order_by(FitRow.created_at.desc())).all())
 
     def runnable_fits(self) -> list[FitRow]:
         """Queued fits, and running fits whose set's lease has expired (a crashed worker)."""

@@ -70,7 +70,8 @@ def run_fit_job(set_yaml: str, set_source: str, evidence: dict[str, Any],
 
 def fit_settings_dict(settings: FitSettings) -> dict[str, Any]:
     """FitSettings as the plain mapping the worker takes."""
-    return {"sampler": asdict(settings.sampler), "gate": asdict(settings.gate)}
+    return {"sampler": asdict(settings.sampler), "gate": asdict(settings.gate),
+            "dynamic": settings.dynamic}
 
 
 class WorkerPool:

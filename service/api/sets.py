@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from priors import ScenarioSet
 from service.api.deps import SettingsDep, StoreDep, read_access
 from service.api.errors import ERROR_RESPONSES
 from service.api.responses import cached_json
 from service.errors import NotFound
+from service.outlook import (
+    find_or_queue_replay,
+    forecast_payload,
+    milestones_payload,
+    parse_date_param,
+    path_payload,
+    replay_payload,
+)
 from service.posterior import history_payload, posterior_payload
 
 router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
@@ -56,6 +68,8 @@ def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
         "dynamics": None if dynamics is None else {
             "stay": dynamics.stay,
             "moves": {source: list(targets) for source, targets in dynamics.moves.items()},
+            "concentration": dynamics.concentration,
+            "ladder": list(dynamics.ladder),
         },
         "content_hash": scenario_set.content_hash,
     }
@@ -94,3 +108,47 @@ def get_history(set_id: str, request: Request, store: StoreDep) -> Response:
     """One row per published fit, oldest first, with each scenario's probability."""
     scenario_set = store.get_set(set_id)
     return cached_json(request, history_payload(scenario_set, store.history(set_id)))
+
+
+@router.get("/{set_id}/path", responses={304: {"description": "Not modified"}})
+def get_path(set_id: str, request: Request, store: StoreDep) -> Response:
+    """The filtered path: P(scenario in force in period t | evidence up to t), every period."""
+    return cached_json(request, path_payload(store, store.get_set(set_id)))
+
+
+@router.get("/{set_id}/forecast", responses={304: {"description": "Not modified"},
+                                               422: ERROR_RESPONSES[422]})
+def get_forecast(set_id: str, request: Request, store: StoreDep,
+                 horizon: Annotated[str, Query(description="a date up to the set's end, "
+                                                           "YYYY-MM-DD")]) -> Response:
+    """P(scenario in force at the horizon) ("at") and P(reached by then) ("by"), with MCSE."""
+    return cached_json(request, forecast_payload(store, store.get_set(set_id), horizon))
+
+
+@router.get("/{set_id}/milestones", responses={304: {"description": "Not modified"}})
+def get_milestones(set_id: str, request: Request, store: StoreDep) -> Response:
+    """When each scenario, each rung "or deeper" and each milestone is first reached."""
+    return cached_json(request, milestones_payload(store, store.get_set(set_id)))
+
+
+@router.get("/{set_id}/replay", responses={202: {"description": "Replay queued; poll the fit"},
+                                             422: ERROR_RESPONSES[422]})
+async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
+                     as_of: Annotated[str, Query(description="YYYY-MM-DD")]) -> Response:
+    """The posterior as it would have been with the evidence up to ``as_of``.
+
+    A stored replay, never the live posterior. Computed on demand by the fit worker: waits up
+    to ``SIGNPOST_REPLAY_WAIT`` seconds, then answers 202 with the fit to poll.
+    """
+    scenario_set = await run_in_threadpool(store.get_set, set_id)
+    when = parse_date_param(scenario_set, as_of, "as_of")
+    row = await run_in_threadpool(find_or_queue_replay, store, scenario_set, when)
+    deadline = time.monotonic() + settings.replay_wait
+    while row.status in ("queued", "running") and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        row = await run_in_threadpool(store.get_fit_row, row.id)
+    if row.status in ("queued", "running"):
+        return JSONResponse({"set_id": set_id, "fit_id": row.id, "status": row.status,
+                             "as_of": when.isoformat()}, status_code=202,
+                            headers={"Location": f"/v1/fits/{row.id}"})
+    return JSONResponse(replay_payload(store, scenario_set, row))

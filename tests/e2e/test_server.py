@@ -61,6 +61,10 @@ def deployment(tmp_path_factory, serve_module) -> Iterator[Deployment]:
         "SIGNPOST_REFIT_INTERVAL": "3600",
         "SIGNPOST_SCHEDULER": "true",
         "SIGNPOST_WORKER": "process",
+        # transitions held at the identity: the published numbers must equal the closed form
+        # (the learned-transition path is tested in tests/forecast/test_dynamic.py and
+        # tests/service/test_outlook.py)
+        "SIGNPOST_DYNAMIC": "false",
     })
     assert server.wait_until("/healthz").json() == {"status": "ok"}
     assert server.wait_until("/readyz").json() == {"status": "ready"}

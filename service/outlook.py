@@ -1,0 +1,163 @@
+"""Forecasts over time as JSON: path, horizon forecast, milestones and replays.
+
+One builder each, shared by the API and the CLI so both give the same numbers.
+
+Everything is read from a published fit's summary (the worker computed it from the posterior
+draws); no sampling happens here.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from indicators import make_grid, period_floor
+from priors import ScenarioSet
+from service.db import FitRow
+from service.errors import BadRequest, NotFound
+from service.store import Store, _aware
+
+
+def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) -> date:
+    """A date query parameter inside the set's window.
+
+    Raises
+    ------
+    BadRequest
+        Unparseable, before the set's start, or after its end — naming the field.
+
+    """
+    if isinstance(text, date):
+        value = text
+    else:
+        try:
+            value = date.fromisoformat(str(text).strip())
+        except ValueError:
+            raise BadRequest(f"{field}: '{text}' is not a date; use YYYY-MM-DD",
+                             field=field) from None
+    if value < scenario_set.start:
+        raise BadRequest(f"{field}: {value} is before the start of '{scenario_set.id}' "
+                         f"({scenario_set.start})", field=field)
+    if scenario_set.end is not None and value > scenario_set.end:
+        raise BadRequest(f"{field}: {value} is after the end of '{scenario_set.id}' "
+                         f"({scenario_set.end})", field=field)
+    return value
+
+
+def _published(store: Store, scenario_set: ScenarioSet) -> FitRow:
+    row = store.latest_published(scenario_set.id)
+    if row is None:
+        raise NotFound(f"set '{scenario_set.id}' has no published posterior yet; queue a fit "
+                       "(POST /v1/fits or `signpost refit`)", code="no_posterior")
+    return row
+
+
+def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
+    return {"set_id": scenario_set.id, "fit_id": row.id,
+            "fitted_at": _aware(row.finished_at).isoformat(),
+            "evidence_through": row.as_of.isoformat() if row.as_of else None,
+            "transitions": (row.summary or {}).get("sampler", {}).get("transitions")}
+
+
+def path_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
+    """The filtered path ``P(z_t = k | evidence up to t)`` for every period."""
+    row = _published(store, scenario_set)
+    path = (row.summary or {}).get("path", {})
+    return {**_header(scenario_set, row), "scenarios": list(scenario_set.scenario_ids),
+            "periods": path.get("periods", []), "probability": path.get("probability", [])}
+
+
+def forecast_payload(store: Store, scenario_set: ScenarioSet,
+                     horizon: str | date) -> dict[str, Any]:
+    """``P(z at horizon = k)`` ("at") and ``P(reach k by horizon)`` ("by"), with MCSE."""
+    when = parse_date_param(scenario_set, horizon, "horizon")
+    row = _published(store, scenario_set)
+    outlook = (row.summary or {}).get("outlook") or {}
+    table = outlook.get("horizon")
+    if not table:
+        raise NotFound(f"the published fit of '{scenario_set.id}' has no forecast; refit it",
+                       code="no_forecast")
+    label = make_grid(scenario_set.period, period_floor(scenario_set.period, when),
+                      when).labels[0]
+    header = {**_header(scenario_set, row), "horizon": when.isoformat(), "period": label}
+    if label in table["periods"]:
+        h = table["periods"].index(label)
+        scenarios = [
+            {"id": sid, "at": table["at"][h][k], "by": table["by"][h][k],
+             "mcse": max(table["at_mcse"][h][k], table["by_mcse"][h][k]),
+             "mcse_at": table["at_mcse"][h][k], "mcse_by": table["by_mcse"][h][k]}
+            for k, sid in enumerate(scenario_set.scenario_ids)
+        ]
+        return {**header, "steps": h, "scenarios": scenarios}
+    # A horizon before the current period: what the filter said then; "by" is not a forecast.
+    path = (row.summary or {}).get("path", {})
+    if label not in path.get("periods", []):
+        raise BadRequest(f"horizon: {when} is after the published forecast's last period",
+                         field="horizon")
+    t = path["periods"].index(label)
+    return {**header, "steps": t - len(path["periods"]) + 1, "scenarios": [
+        {"id": sid, "at": path["probability"][t][k], "by": None, "mcse": None}
+        for k, sid in enumerate(scenario_set.scenario_ids)]}
+
+
+def milestones_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
+    """When each scenario, rung "or deeper" and milestone is first reached.
+
+    Each with its median, 80 % interval and P(before the set's end).
+    """
+    row = _published(store, scenario_set)
+    outlook = (row.summary or {}).get("outlook") or {}
+
+    def strip(entry: dict) -> dict:
+        return {k: v for k, v in entry.items() if k != "cdf"}
+
+    return {
+        **_header(scenario_set, row),
+        "end": scenario_set.end.isoformat() if scenario_set.end else None,
+        "horizon_end": (outlook.get("horizon") or {}).get("periods", [None])[-1],
+        "reach": {k: strip(v) for k, v in outlook.get("reach", {}).items()},
+        "reach_or_deeper": {k: strip(v) for k, v in outlook.get("reach_or_deeper", {}).items()},
+        "milestones": {k: strip(v) for k, v in outlook.get("milestones", {}).items()},
+        "evidence": outlook.get("evidence", {}),
+    }
+
+
+def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
+    """A replay fit as the posterior JSON, with its diagnostics and status."""
+    summary = row.summary or {}
+    by_id = {s["id"]: s for s in summary.get("scenarios", [])}
+    return {
+        "set_id": scenario_set.id,
+        "fit_id": row.id,
+        "kind": "replay",
+        "status": row.status,
+        "reason": row.reason,
+        "as_of": row.as_of.isoformat() if row.as_of else None,
+        "fitted_at": _aware(row.finished_at).isoformat() if row.finished_at else None,
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "probability": by_id.get(s.id, {}).get("probability"),
+                       "mcse": by_id.get(s.id, {}).get("mcse")}
+                      for s in scenario_set.scenarios],
+        "diagnostics": row.diagnostics or {},
+    }
+
+
+def find_or_queue_replay(store: Store, scenario_set: ScenarioSet, as_of: date,
+                         requested_by: str = "replay") -> FitRow:
+    """The replay of ``scenario_set`` as of ``as_of`` on today's evidence store.
+
+    A stored replay is reused when the set and the evidence up to ``as_of`` are unchanged
+    (observations logged later about earlier dates change it); otherwise a replay fit is
+    queued (or the pending one returned). Replays are never served as the live posterior.
+    """
+    through = min(as_of, scenario_set.end) if scenario_set.end else as_of
+    evidence_hash = store.evidence(scenario_set, through).hash()
+    for row in store.replays(scenario_set.id, through):
+        if row.status == "published" and row.evidence_hash == evidence_hash \
+                and row.set_hash == scenario_set.content_hash:
+            return row
+        if row.status in ("queued", "running"):
+            return row
+    fit_id = store.create_fit(scenario_set.id, requested_by=requested_by, kind="replay",
+                              as_of=through)
+    return store.get_fit_row(fit_id)
