@@ -1,5 +1,7 @@
-"""Forecasts from posterior draws: where the scenario will be, whether it will have been
-reached (first passage), and when milestones first happen.
+"""Forecasts from posterior draws: where, whether and when.
+
+Where the scenario will be, whether it will have been reached (first passage), and when
+milestones first happen.
 
 Every quantity is computed exactly per posterior draw of the transition matrix (and of the
 milestone hazards), then averaged over draws; its Monte Carlo standard error comes from the
@@ -105,8 +107,12 @@ def milestone_occurrence(draws: Draws, hazard: np.ndarray, steps: int) -> np.nda
 
     Parameters
     ----------
+    draws : Draws
+        Per-draw current state and transition matrix.
     hazard : (S, K) ndarray
         Per-draw hazard under each scenario.
+    steps : int
+        Periods ahead.
 
     Returns
     -------
@@ -176,12 +182,14 @@ def transition_draws(scenario_set, posterior) -> np.ndarray:
 
 
 def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> dict:
-    """Horizon forecasts, first passages and milestone timing, from h = 0 (the current
-    period) to the set's last period, as plain JSON-ready data.
+    """Horizon forecasts, first passages and milestone timing, as JSON-ready data.
+
+    From h = 0 (the current period) to the set's last period.
 
     Parameters
     ----------
     scenario_set : ScenarioSet
+        The question (its end date, dynamics ladder and milestone indicators).
     evidence : Evidence
         Supplies the period grid (its last period is the current one).
     arrays : EvidenceArrays

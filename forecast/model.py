@@ -196,15 +196,25 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         The question: scenarios, priors, expectations.
     evidence : Evidence
         Must hold every indicator of the set; other columns are ignored.
+    dynamic : bool or None, optional
+        Learn the transition matrix (default: whenever the set has ``dynamics:``). Without
+        it the transitions are the identity and the scenario probability is exact.
+    emission : numpy.ndarray or None, optional
+        (T, K) the collapsed log emissions of ``evidence`` (`log_emission`), when the
+        caller has computed them already; dynamic models take them as data.
 
     Returns
     -------
     pymc.Model
-        Data ``counts``, ``exposure``, ``sumsq``; free variables ``rate``, ``hazard``,
-        ``level`` (one per kind present, dims (kind_indicator, scenario)); deterministics
-        ``scenario_probability`` (scenario) and ``log_marginal`` (indicator, scenario).
+        Data ``counts``, ``exposure``, ``sumsq`` (and ``log_emission`` when dynamic); free
+        variables ``rate``, ``hazard``, ``level`` (one per kind present, dims
+        (kind_indicator, scenario)) and, when dynamic, one Dirichlet
+        ``transition_<scenario>`` per free row; deterministics ``log_marginal`` (indicator,
+        scenario) and, when static, ``scenario_probability`` (scenario).
 
     """
+    if dynamic is None:
+        dynamic = scenario_set.dynamics is not None
     arrays = EvidenceArrays.select(scenario_set, evidence)
     kinds = [spec.kind for spec in scenario_set.indicators]
     coords: dict[str, list[str]] = {

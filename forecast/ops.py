@@ -23,8 +23,11 @@ def forward_backward(transition, log_emission, prior):
     Parameters
     ----------
     transition : (K, K) ndarray
+        Row-stochastic transition matrix.
     log_emission : (T, K) ndarray
+        Log emission density of each period under each state.
     prior : (K,) ndarray
+        Initial state probabilities.
 
     Returns
     -------
@@ -95,8 +98,11 @@ def filter_draws(transitions, log_emission, prior):
     Parameters
     ----------
     transitions : (S, K, K) ndarray
+        One transition matrix per draw.
     log_emission : (T, K) ndarray
+        Log emission density of each period under each state.
     prior : (K,) ndarray
+        Initial state probabilities.
 
     Returns
     -------
@@ -131,10 +137,12 @@ class HMMLogLikGrad(Op):
     __props__ = ()
 
     def make_node(self, transition, log_emission, prior):
+        """Apply to (A, log_emission, prior), all float64."""
         inputs = [pt.as_tensor(x, dtype="float64") for x in (transition, log_emission, prior)]
         return Apply(self, inputs, [x.type() for x in inputs])
 
     def perform(self, node, inputs, outputs):
+        """Evaluate in Python (non-numba backends)."""
         _, d_a, d_b, d_p = forward_backward(*(np.asarray(x, dtype=np.float64) for x in inputs))
         outputs[0][0], outputs[1][0], outputs[2][0] = d_a, d_b, d_p
 
@@ -145,14 +153,17 @@ class HMMLogLik(Op):
     __props__ = ()
 
     def make_node(self, transition, log_emission, prior):
+        """Apply to (A, log_emission, prior), all float64."""
         inputs = [pt.as_tensor(x, dtype="float64") for x in (transition, log_emission, prior)]
         return Apply(self, inputs, [pt.scalar(dtype="float64")])
 
     def perform(self, node, inputs, outputs):
+        """Evaluate in Python (non-numba backends)."""
         loglik, *_ = forward_backward(*(np.asarray(x, dtype=np.float64) for x in inputs))
         outputs[0][0] = np.asarray(loglik, dtype=np.float64)
 
     def pullback(self, inputs, outputs, cotangents):
+        """Gradient: the cotangent times the forward-backward derivatives."""
         (g,) = cotangents
         d_a, d_b, d_p = hmm_loglik_grad(*inputs)
         return [g * d_a, g * d_b, g * d_p]

@@ -7,16 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forecast.hmm import forward_filter
 from forecast.horizon import (
     Draws,
     first_passage,
-    milestone_occurrence,
     mcse_of,
+    milestone_occurrence,
     state_forecast,
     timing,
 )
 from forecast.ops import filter_draws, forward_backward
-from forecast.hmm import forward_filter
 
 
 def pinned(alpha, transition, n=8):
