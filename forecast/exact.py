@@ -106,3 +106,62 @@ def exact_posterior(scenario_set: ScenarioSet, evidence: Evidence) -> ExactPoste
     log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
     probability = np.exp(log_post - logsumexp(log_post))
     return ExactPosterior(probability=probability, log_marginal=log_m, posterior_mean=post_mean)
+
+
+KIND_PARAMETER_NAMES = {"count": "rate", "milestone": "hazard", "signal": "level"}
+
+
+def conditional_draws(scenario_set: ScenarioSet, counts: np.ndarray, exposure: np.ndarray,
+                      sumsq: np.ndarray, n_chains: int, n_draws: int,
+                      rng: np.random.Generator) -> dict[str, tuple[tuple[str, ...], list[str],
+                                                                   np.ndarray]]:
+    """Exact iid draws of each indicator's parameter given each scenario (conjugate forms).
+
+    θ[j, k] | y, "k in force" is Gamma(α + C, β + E) for counts, Beta(a + S, b + F) for
+    milestones and Normal for signals; no sampler is needed for them.
+
+    Parameters
+    ----------
+    scenario_set : ScenarioSet
+        Supplies kinds and prior parameters.
+    counts, exposure, sumsq : numpy.ndarray
+        (T, J) the set's evidence columns, in the set's indicator order.
+    n_chains, n_draws : int
+        Shape of the draws (to sit beside MCMC draws in one DataTree).
+    rng : numpy.random.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    dict
+        ``name → (dims, indicator ids, values)`` with values of shape
+        (n_chains, n_draws, J_kind, K), for ``rate``, ``hazard`` and ``level``.
+
+    """
+    out = {}
+    n_total, e_total = counts.sum(axis=0), exposure.sum(axis=0)
+    shape = (n_chains, n_draws)
+    for kind, name in KIND_PARAMETER_NAMES.items():
+        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+        if not idx:
+            continue
+        blocks = []
+        for j in idx:
+            spec = scenario_set.indicators[j]
+            n, e = n_total[j], e_total[j]
+            if kind == "count":
+                draw = rng.gamma(spec.alpha + n, 1.0 / (spec.beta + e),
+                                 size=shape + (spec.alpha.size,))
+            elif kind == "milestone":
+                draw = rng.beta(spec.alpha + n, spec.beta + (e - n),
+                                size=shape + (spec.alpha.size,))
+            else:
+                precision = 1.0 / spec.beta**2 + e / spec.noise_sd**2
+                mean = (spec.alpha / spec.beta**2 + n / spec.noise_sd**2) / precision
+                draw = rng.normal(mean, 1.0 / np.sqrt(precision),
+                                  size=shape + (spec.alpha.size,))
+            blocks.append(draw)
+        values = np.stack(blocks, axis=2)
+        out[name] = (("chain", "draw", f"{kind}_indicator", "scenario"),
+                     [scenario_set.indicators[j].id for j in idx], values)
+    return out

@@ -187,7 +187,8 @@ def transition_rows(scenario_set: ScenarioSet) -> list[tuple[int, list[int], np.
 
 
 def build_model(scenario_set: ScenarioSet, evidence: Evidence,
-                dynamic: bool | None = None, emission: np.ndarray | None = None) -> pm.Model:
+                dynamic: bool | None = None, emission: np.ndarray | None = None,
+                conditionals: bool | None = None) -> pm.Model:
     """Build the Signpost model of one scenario set on one evidence snapshot.
 
     Parameters
@@ -202,6 +203,11 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
     emission : numpy.ndarray or None, optional
         (T, K) the collapsed log emissions of ``evidence`` (`log_emission`), when the
         caller has computed them already; dynamic models take them as data.
+    conditionals : bool or None, optional
+        Include the per-scenario parameters θ[j, k] as sampled variables (default: only in
+        the static model). They are independent of the transitions in the posterior and
+        conjugate, so the dynamic fit draws them exactly (`forecast.exact.conditional_draws`)
+        and leaves NUTS the transition rows alone.
 
     Returns
     -------
@@ -215,6 +221,9 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
     """
     if dynamic is None:
         dynamic = scenario_set.dynamics is not None
+    if conditionals is None:
+        # a dynamic set whose transitions are all fixed has nothing else to sample
+        conditionals = not dynamic or not transition_rows(scenario_set)
     arrays = EvidenceArrays.select(scenario_set, evidence)
     kinds = [spec.kind for spec in scenario_set.indicators]
     coords: dict[str, list[str]] = {
@@ -263,7 +272,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
 
         for kind, name in KIND_PARAMETER.items():
             idx = [j for j, k in enumerate(kinds) if k == kind]
-            if not idx:
+            if not idx or not conditionals:
                 continue
             specs = [scenario_set.indicators[j] for j in idx]
             alpha = np.stack([s.alpha for s in specs])

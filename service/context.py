@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 
+from service.posterior import PosteriorCache
 from service.runner import FitRunner, make_owner
 from service.scheduler import RefitScheduler
 from service.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     pool: WorkerPool
     runner: FitRunner
     scheduler: RefitScheduler | None = field(default=None)
+    posterior_cache: PosteriorCache = field(default_factory=PosteriorCache)
 
     @classmethod
     def build(cls, settings: Settings, worker_mode: str | None = None,

@@ -73,6 +73,24 @@ class ObservationRow(Base):
     __table_args__ = (Index("ix_observations_indicator_month", "indicator", "month_index"),)
 
 
+class ObservationMonthRow(Base):
+    """Sufficient statistics of the live observations of one indicator in one month.
+
+    Kept in the same transaction as every insert and retraction, so evidence reads at most
+    indicators × months rows, whatever the number of observations.
+    """
+
+    __tablename__ = "observation_months"
+
+    indicator: Mapped[str] = mapped_column(String(100), primary_key=True)
+    month_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n_obs: Mapped[int] = mapped_column(Integer)
+    sum_w: Mapped[float] = mapped_column(Float)
+    sum_wv: Mapped[float] = mapped_column(Float)
+    sum_wvv: Mapped[float] = mapped_column(Float)
+    max_w: Mapped[float] = mapped_column(Float)
+
+
 class FitRow(Base):
     """One fit attempt of one scenario set on one evidence snapshot."""
 
@@ -167,6 +185,7 @@ __all__ = [
     "Base",
     "FitRow",
     "LeaseRow",
+    "ObservationMonthRow",
     "ObservationRow",
     "ScenarioSetRow",
     "make_engine",

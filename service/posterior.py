@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
 from priors import ScenarioSet
 from service.db import FitRow
-from service.store import _aware
+from service.store import Store, _aware
 
 
 def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
@@ -50,3 +51,32 @@ def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, 
         })
     return {"set_id": scenario_set.id, "scenarios": list(scenario_set.scenario_ids),
             "items": items}
+
+
+class PosteriorCache:
+    """The published posterior of each set, rendered once per fit id.
+
+    A request costs one indexed ``SELECT id`` (the version check); the payload is rebuilt only
+    when a new fit is published, which every replica therefore sees on its next request.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, set_id: str, now: datetime,
+            stale_after: float) -> dict[str, Any] | None:
+        """The posterior payload of ``set_id``, or None when it has no published fit."""
+        fit_id = store.latest_published_id(set_id)
+        if fit_id is None:
+            return None
+        entry = self._entries.get(set_id)
+        if entry is None or entry[0] != fit_id:
+            row = store.get_fit_row(fit_id)
+            payload = posterior_payload(store.get_set(set_id), row, now, stale_after)
+            entry = (fit_id, _aware(row.finished_at), payload)
+            with self._lock:
+                self._entries[set_id] = entry
+        _, fitted_at, payload = entry
+        stale = (now - fitted_at).total_seconds() > stale_after
+        return payload if payload["stale"] == stale else {**payload, "stale": stale}

@@ -40,6 +40,7 @@ from service.db import (
     ApiKeyRow,
     FitRow,
     LeaseRow,
+    ObservationMonthRow,
     ObservationRow,
     ScenarioSetRow,
     make_engine,
@@ -322,6 +323,8 @@ class Store:
         try:
             with self.Session.begin() as session:
                 session.add(row)
+                session.flush()  # the unique idempotency key fails here, before the stats
+                self._add_to_months(session, [row])
         except IntegrityError:
             existing = self._by_key(idempotency_key) if idempotency_key else None
             if existing is None:
@@ -350,7 +353,64 @@ class Store:
         rows = [self._row(obs, analyst, None) for obs in observations]
         with self.Session.begin() as session:
             session.add_all(rows)
+            self._add_to_months(session, rows)
         return len(rows)
+
+    def _add_to_months(self, session, rows: list[ObservationRow]) -> None:
+        """Add rows to the monthly sufficient statistics (atomic upserts, same transaction)."""
+        cells: dict[tuple[str, int], list[float]] = {}
+        for r in rows:
+            cell = cells.setdefault((r.indicator, r.month_index), [0, 0.0, 0.0, 0.0, 0.0])
+            w, v = r.weight, r.value
+            cell[0] += 1
+            cell[1] += w
+            cell[2] += w * v
+            cell[3] += w * v * v
+            cell[4] = max(cell[4], w)
+        if not cells:
+            return
+        table = ObservationMonthRow.__table__
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+            larger = func.greatest
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+            larger = func.max  # SQLite's two-argument max() is the scalar maximum
+        values = [{"indicator": i, "month_index": m, "n_obs": c[0], "sum_w": c[1],
+                   "sum_wv": c[2], "sum_wvv": c[3], "max_w": c[4]}
+                  for (i, m), c in sorted(cells.items())]  # sorted: one lock order
+        statement = insert(table)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.indicator, table.c.month_index],
+            set_={"n_obs": table.c.n_obs + excluded.n_obs,
+                  "sum_w": table.c.sum_w + excluded.sum_w,
+                  "sum_wv": table.c.sum_wv + excluded.sum_wv,
+                  "sum_wvv": table.c.sum_wvv + excluded.sum_wvv,
+                  "max_w": larger(table.c.max_w, excluded.max_w)})
+        for chunk in range(0, len(values), 500):
+            session.execute(statement, values[chunk:chunk + 500])
+
+    def _recount_month(self, session, indicator: str, month: int) -> None:
+        """Recompute one month's statistics from the live rows (after a retraction)."""
+        # lock the cell first (PostgreSQL), so a concurrent insert's delta lands after us
+        session.execute(select(ObservationMonthRow).where(
+            ObservationMonthRow.indicator == indicator,
+            ObservationMonthRow.month_index == month).with_for_update())
+        w, v = ObservationRow.weight, ObservationRow.value
+        stats = session.execute(
+            select(func.count(ObservationRow.id), func.sum(w), func.sum(w * v),
+                   func.sum(w * v * v), func.max(w))
+            .where(ObservationRow.indicator == indicator, ObservationRow.month_index == month,
+                   ObservationRow.retracted_at.is_(None))).one()
+        session.execute(delete(ObservationMonthRow).where(
+            ObservationMonthRow.indicator == indicator,
+            ObservationMonthRow.month_index == month))
+        if stats[0]:
+            session.add(ObservationMonthRow(indicator=indicator, month_index=month,
+                                            n_obs=stats[0], sum_w=stats[1], sum_wv=stats[2],
+                                            sum_wvv=stats[3], max_w=stats[4]))
 
     def count_observations(self, include_retracted: bool = True) -> int:
         """How many observations are stored."""
@@ -406,6 +466,8 @@ class Store:
                                code="already_retracted")
             row.retracted_at = self.clock()
             row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
+            session.flush()
+            self._recount_month(session, row.indicator, row.month_index)
         return observation_dict(row)
 
     # -- evidence -----------------------------------------------------------------------
@@ -413,29 +475,42 @@ class Store:
     def evidence(self, scenario_set: ScenarioSet, as_of: date | None = None) -> Evidence:
         """The set's evidence through ``as_of`` (default today), by SQL aggregation.
 
-        One ``GROUP BY indicator, period`` query; the work and the result depend on
-        periods × indicators, not on the number of observation rows.
+        Complete months come from ``observation_months`` (kept by every insert and
+        retraction); the month holding ``as_of`` is aggregated from its raw rows, cut at that
+        day. The work depends on periods × indicators, not on the number of rows.
         """
         as_of = as_of or self.today()
         through = evidence_through(scenario_set, as_of)
         grid = make_grid(scenario_set.period, scenario_set.start, through)
         months = MONTHS_PER_PERIOD[scenario_set.period]
         first = month_index(period_floor(scenario_set.period, scenario_set.start)) // months
-        period = (ObservationRow.month_index // months) - first
-        w = ObservationRow.weight
-        v = ObservationRow.value
-        query = (
-            select(ObservationRow.indicator, period.label("period"),
-                   func.count(ObservationRow.id).label("n_obs"), func.sum(w).label("sum_w"),
+        last_month = month_index(through)
+        ids = scenario_set.indicator_ids
+        # Months before the one holding `through`: the kept monthly statistics.
+        m = ObservationMonthRow
+        period = (m.month_index // months) - first
+        complete = (
+            select(m.indicator, period.label("period"), func.sum(m.n_obs).label("n_obs"),
+                   func.sum(m.sum_w).label("sum_w"), func.sum(m.sum_wv).label("sum_wv"),
+                   func.sum(m.sum_wvv).label("sum_wvv"), func.max(m.max_w).label("max_w"))
+            .where(m.indicator.in_(ids), m.month_index < last_month)
+            .group_by(m.indicator, period)
+        )
+        # The month holding `through`, cut at that day: raw rows (one month at most).
+        o = ObservationRow
+        w, v = o.weight, o.value
+        current = (
+            select(o.indicator, ((o.month_index // months) - first).label("period"),
+                   func.count(o.id).label("n_obs"), func.sum(w).label("sum_w"),
                    func.sum(w * v).label("sum_wv"), func.sum(w * v * v).label("sum_wvv"),
                    func.max(w).label("max_w"))
-            .where(ObservationRow.indicator.in_(scenario_set.indicator_ids),
-                   ObservationRow.retracted_at.is_(None),
-                   ObservationRow.date <= through)
-            .group_by(ObservationRow.indicator, period)
+            .where(o.indicator.in_(ids), o.retracted_at.is_(None),
+                   o.month_index == last_month, o.date <= through)
+            .group_by(o.indicator, o.month_index)
         )
         with self.Session() as session:
-            rows = [dict(r._mapping) for r in session.execute(query)]
+            rows = [dict(r._mapping) for r in session.execute(complete)]
+            rows += [dict(r._mapping) for r in session.execute(current)]
         for row in rows:
             row["period"] = int(row["period"])
         return evidence_from_aggregates(grid, scenario_set.catalog_indicators, rows,
@@ -477,6 +552,14 @@ class Store:
             return session.scalar(
                 select(FitRow).where(FitRow.set_id == set_id, FitRow.kind == kind,
                                      FitRow.status == "published")
+                .order_by(FitRow.finished_at.desc(), FitRow.id.desc()).limit(1))
+
+    def latest_published_id(self, set_id: str) -> str | None:
+        """The id of the newest published live fit of a set: the cheap version check."""
+        with self.Session() as session:
+            return session.scalar(
+                select(FitRow.id).where(FitRow.set_id == set_id, FitRow.status == "published",
+                                        FitRow.kind == "live")
                 .order_by(FitRow.finished_at.desc(), FitRow.id.desc()).limit(1))
 
     def latest_finished(self, set_id: str, kind: str = "live") -> FitRow | None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from priors import ScenarioSet
-from service.api.deps import SettingsDep, StoreDep, read_access
+from service.api.deps import ServicesDep, SettingsDep, StoreDep, read_access
 from service.api.errors import ERROR_RESPONSES
 from service.api.responses import cached_json
 from service.errors import NotFound
@@ -23,7 +23,7 @@ from service.outlook import (
     path_payload,
     replay_payload,
 )
-from service.posterior import history_payload, posterior_payload
+from service.posterior import history_payload
 
 router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
@@ -88,19 +88,18 @@ def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.get("/{set_id}/posterior", responses={304: {"description": "Not modified"}})
-def get_posterior(set_id: str, request: Request, store: StoreDep,
-                  settings: SettingsDep) -> Response:
+def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
-    scenario_set = store.get_set(set_id)
-    row = store.latest_published(set_id)
-    if row is None:
-        pending = store.pending_fit(set_id)
-        hint = (f"fit {pending.id} is {pending.status}" if pending is not None else
-                f'an admin can queue one with POST /v1/fits {{"set_id": "{set_id}"}}')
-        raise NotFound(f"scenario set '{set_id}' has no published posterior yet; {hint}",
-                       code="no_posterior")
-    payload = posterior_payload(scenario_set, row, store.clock(), settings.stale_after)
-    return cached_json(request, payload)
+    store, settings = services.store, services.settings
+    payload = services.posterior_cache.get(store, set_id, store.clock(), settings.stale_after)
+    if payload is not None:
+        return cached_json(request, payload)
+    store.get_set(set_id)  # unknown set: 404 naming set_id
+    pending = store.pending_fit(set_id)
+    hint = (f"fit {pending.id} is {pending.status}" if pending is not None else
+            f'an admin can queue one with POST /v1/fits {{"set_id": "{set_id}"}}')
+    raise NotFound(f"scenario set '{set_id}' has no published posterior yet; {hint}",
+                   code="no_posterior")
 
 
 @router.get("/{set_id}/history", responses={304: {"description": "Not modified"}})

@@ -77,3 +77,20 @@ def test_identity_transitions_reduce_to_the_static_answer():
     np.testing.assert_allclose(result.probabilities,
                                exact_posterior(scenario_set, evidence).probability, atol=1e-10)
     assert result.diagnostics.max_mcse == 0.0
+
+
+def test_dynamic_fit_draws_the_parameters_exactly_from_their_conjugate_posteriors(
+        convergence, observations, cache):
+    evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
+    result = fit(convergence, evidence, FitSettings(), cache=cache)
+    oracle = exact_posterior(convergence, evidence)
+    posterior = result.datatree["posterior"]
+    for kind, name in (("count", "rate"), ("milestone", "hazard")):
+        draws = posterior[name]
+        n = draws.sizes["chain"] * draws.sizes["draw"]
+        for j, spec in enumerate(convergence.indicators):
+            if spec.kind != kind:
+                continue
+            values = draws.sel({f"{kind}_indicator": spec.id}).values.reshape(n, -1)
+            tolerance = 5 * values.std(axis=0) / np.sqrt(n)
+            assert np.all(np.abs(values.mean(axis=0) - oracle.posterior_mean[j]) <= tolerance)

@@ -1,0 +1,108 @@
+"""(a) Observation → published posterior in a warm worker, vs naive ``pm.sample`` in a fresh
+process; (b) cold-process fit time with the compile cache kept under var/, vs an empty cache.
+
+Run: ``make bench-refit``. Ratios are against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from bench.common import TODAY, hardware, sample_store
+from forecast import FitSettings
+from service.runner import FitRunner
+from service.worker import WorkerPool
+
+SETS = ("sino-russian-convergence", "world-order-2035")
+
+NAIVE = textwrap.dedent("""
+    import time, sys
+    started = time.perf_counter()
+    from datetime import date
+    import pymc as pm
+    from forecast import build_model, set_evidence
+    from bench.common import SAMPLE, TODAY
+    from indicators import load_catalog, read_observations_csv
+    from priors import load_bundled_sets
+    scenario_set = load_bundled_sets()[sys.argv[1]]
+    observations, _ = read_observations_csv(SAMPLE, load_catalog(), today=TODAY)
+    evidence = set_evidence(scenario_set, observations, as_of=TODAY)
+    with build_model(scenario_set, evidence):
+        pm.sample(draws=1000, tune=500, chains=4, cores=2, progressbar=False,
+                  random_seed=1, compute_convergence_checks=False)
+    print(time.perf_counter() - started)
+""")
+
+COLD = textwrap.dedent("""
+    import time, sys
+    started = time.perf_counter()
+    from forecast import fit, set_evidence
+    from bench.common import SAMPLE, TODAY
+    from indicators import load_catalog, read_observations_csv
+    from priors import load_bundled_sets
+    scenario_set = load_bundled_sets()[sys.argv[1]]
+    observations, _ = read_observations_csv(SAMPLE, load_catalog(), today=TODAY)
+    result = fit(scenario_set, set_evidence(scenario_set, observations, as_of=TODAY))
+    assert result.passed, result.diagnostics
+    print(time.perf_counter() - started)
+""")
+
+
+def run_python(code: str, *args: str, env: dict | None = None) -> float:
+    """Seconds the snippet reports (it measures itself from its first line)."""
+    import os
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True,
+                         text=True, env={**os.environ, **(env or {})},
+                         cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    print(hardware())
+    with tempfile.TemporaryDirectory() as tmp:
+        store = sample_store(f"sqlite:///{tmp}/bench.db")
+        runner = FitRunner(store, WorkerPool("process"), FitSettings(), lease_seconds=120,
+                           artifacts_dir=Path(tmp) / "fits")
+        print("\n(a) observation → published posterior, warm worker vs naive pm.sample "
+              "in a fresh process")
+        for set_id in SETS:
+            runner.run_fit(store.create_fit(set_id, "warm-up"))  # compile once
+            latencies = []
+            for i in range(5):
+                started = time.perf_counter()
+                store.add_observation({"indicator": "joint_exercise",
+                                       "date": f"2025-{i + 6:02d}-15", "grade": "A1"})
+                result = runner.run_fit(store.create_fit(set_id, "bench"))
+                latencies.append(time.perf_counter() - started)
+                assert result["status"] == "published", result
+            warm = statistics.median(latencies)
+            naive = run_python(NAIVE, set_id)
+            print(f"  {set_id:26s} warm {warm:6.2f} s (median of 5)   naive {naive:6.1f} s   "
+                  f"speed-up {naive / warm:5.1f}×   target ≤ 2 s and ≥ 20×: "
+                  f"{'met' if warm <= 2 and naive / warm >= 20 else 'MISSED'}")
+        runner.pool.shutdown()
+        store.dispose()
+
+        print("\n(b) cold-process fit (imports + compile + sample): compile cache kept under "
+              "var/ vs an empty cache")
+        cache = Path("var/pytensor").resolve()
+        for set_id in SETS:
+            run_python(COLD, set_id, env={"PYTENSOR_FLAGS": f"base_compiledir={cache}"})
+            kept = run_python(COLD, set_id, env={"PYTENSOR_FLAGS": f"base_compiledir={cache}"})
+            with tempfile.TemporaryDirectory() as empty:
+                fresh = run_python(COLD, set_id, env={"PYTENSOR_FLAGS":
+                                                      f"base_compiledir={empty}"})
+            print(f"  {set_id:26s} kept cache {kept:6.1f} s   empty cache {fresh:6.1f} s   "
+                  f"ratio {kept / fresh:4.2f}   target ≤ 15 s: "
+                  f"{'met' if kept <= 15 else 'MISSED'}")
+    _ = TODAY
+
+
+if __name__ == "__main__":
+    main()
