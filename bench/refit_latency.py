@@ -14,7 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bench.common import TODAY, hardware, sample_store
+from bench.common import hardware, sample_store
 from forecast import FitSettings
 from service.runner import FitRunner
 from service.worker import WorkerPool
@@ -101,7 +101,6 @@ def main() -> None:
             print(f"  {set_id:26s} kept cache {kept:6.1f} s   empty cache {fresh:6.1f} s   "
                   f"ratio {kept / fresh:4.2f}   target ≤ 15 s: "
                   f"{'met' if kept <= 15 else 'MISSED'}")
-    _ = TODAY
 
 
 if __name__ == "__main__":
