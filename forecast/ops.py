@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.gradient import DisconnectedType, grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
@@ -131,62 +132,67 @@ def filter_draws(transitions, log_emission, prior):
     return out
 
 
-class HMMLogLikGrad(Op):
-    """Gradient of `HMMLogLik` with respect to (A, log_emission, prior)."""
+class HMMForwardBackward(Op):
+    """One forward–backward pass: ``log p(y)`` and its derivatives, as four outputs.
+
+    The log-likelihood's gradient is read off the same pass (no second call), so NUTS pays one
+    pass per log-density-and-gradient evaluation.
+    """
 
     __props__ = ()
 
     def make_node(self, transition, log_emission, prior):
         """Apply to (A, log_emission, prior), all float64."""
         inputs = [pt.as_tensor(x, dtype="float64") for x in (transition, log_emission, prior)]
-        return Apply(self, inputs, [x.type() for x in inputs])
+        outputs = [pt.scalar(dtype="float64")] + [x.type() for x in inputs]
+        return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, outputs):
         """Evaluate in Python (non-numba backends)."""
-        _, d_a, d_b, d_p = forward_backward(*(np.asarray(x, dtype=np.float64) for x in inputs))
-        outputs[0][0], outputs[1][0], outputs[2][0] = d_a, d_b, d_p
-
-
-class HMMLogLik(Op):
-    """``log p(y_1..T)`` of an HMM with transition matrix A, log emissions and initial prior."""
-
-    __props__ = ()
-
-    def make_node(self, transition, log_emission, prior):
-        """Apply to (A, log_emission, prior), all float64."""
-        inputs = [pt.as_tensor(x, dtype="float64") for x in (transition, log_emission, prior)]
-        return Apply(self, inputs, [pt.scalar(dtype="float64")])
-
-    def perform(self, node, inputs, outputs):
-        """Evaluate in Python (non-numba backends)."""
-        loglik, *_ = forward_backward(*(np.asarray(x, dtype=np.float64) for x in inputs))
+        loglik, d_a, d_b, d_p = forward_backward(
+            *(np.asarray(x, dtype=np.float64) for x in inputs))
         outputs[0][0] = np.asarray(loglik, dtype=np.float64)
+        outputs[1][0], outputs[2][0], outputs[3][0] = d_a, d_b, d_p
 
     def pullback(self, inputs, outputs, cotangents):
-        """Gradient: the cotangent times the forward-backward derivatives."""
-        (g,) = cotangents
-        d_a, d_b, d_p = hmm_loglik_grad(*inputs)
-        return [g * d_a, g * d_b, g * d_p]
+        """Gradient of the log-likelihood output: the cotangent times the derivatives."""
+        g = cotangents[0]
+        for other in cotangents[1:]:
+            if not isinstance(other.type, DisconnectedType):
+                return [grad_not_implemented(self, i, x) for i, x in enumerate(inputs)]
+        if isinstance(g.type, DisconnectedType):
+            return [DisconnectedType()() for _ in inputs]
+        return [g * outputs[1], g * outputs[2], g * outputs[3]]
+
+    def connection_pattern(self, node):
+        """Every output depends on every input."""
+        return [[True] * len(node.outputs) for _ in node.inputs]
 
 
-hmm_loglik = HMMLogLik()
-hmm_loglik_grad = HMMLogLikGrad()
+_forward_backward_op = HMMForwardBackward()
 
 
-@register_funcify_default_op_cache_key(HMMLogLik)
-def _numba_hmm_loglik(op, node, **kwargs):
+def hmm_loglik(transition, log_emission, prior):
+    """``log p(y_1..T)`` of an HMM (differentiable in all three inputs).
+
+    Parameters
+    ----------
+    transition : TensorVariable
+        (K, K) row-stochastic transition matrix.
+    log_emission : TensorVariable
+        (T, K) log emission densities.
+    prior : TensorVariable
+        (K,) initial state probabilities.
+
+    """
+    return _forward_backward_op(transition, log_emission, prior)[0]
+
+
+@register_funcify_default_op_cache_key(HMMForwardBackward)
+def _numba_forward_backward(op, node, **kwargs):
     @numba.njit
-    def hmm_loglik_numba(transition, log_emission, prior):
-        return np.asarray(forward_backward(transition, log_emission, prior)[0])
+    def forward_backward_numba(transition, log_emission, prior):
+        loglik, d_a, d_b, d_p = forward_backward(transition, log_emission, prior)
+        return np.asarray(loglik), d_a, d_b, d_p
 
-    return hmm_loglik_numba
-
-
-@register_funcify_default_op_cache_key(HMMLogLikGrad)
-def _numba_hmm_loglik_grad(op, node, **kwargs):
-    @numba.njit
-    def hmm_loglik_grad_numba(transition, log_emission, prior):
-        _, d_a, d_b, d_p = forward_backward(transition, log_emission, prior)
-        return d_a, d_b, d_p
-
-    return hmm_loglik_grad_numba
+    return forward_backward_numba
