@@ -13,7 +13,7 @@ export SIGNPOST_VAR_DIR ?= var
 export PYTENSOR_FLAGS ?= base_compiledir=$(abspath $(SIGNPOST_VAR_DIR))/pytensor
 SAMPLE := indicators/data/sample_observations.csv
 
-.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows clean
+.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -51,10 +51,19 @@ bench-core: install
 bench-replays: install
 	$(BIN)/python bench/replay_series.py
 
-bench: bench-refit bench-rows bench-core bench-replays
+bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays
 
 bench-refit: install
 	$(BIN)/python -m bench.refit_latency
 
 bench-rows: install
 	$(BIN)/python -m bench.rows
+
+bench-http: install
+	$(BIN)/python -m bench.http
+
+bench-samplers: install
+	$(BIN)/python -m bench.samplers
+
+bench-calibration: install
+	$(BIN)/python -m bench.calibration

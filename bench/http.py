@@ -1,0 +1,155 @@
+"""(d) Throughput and p50/p99 latency of GET /v1/sets/{id}/posterior at 32 concurrent
+connections, vs a bare FastAPI endpoint returning a constant, with and without a fit running.
+
+Run: ``make bench-http`` (uses ``wrk`` — ``apt-get install wrk`` — or a Python load generator
+when it is absent). Both servers are real uvicorn processes on loopback, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import TODAY, hardware, sample_store
+from forecast import FitSettings
+from service.runner import FitRunner
+from service.worker import WorkerPool
+
+SET_ID = "sino-russian-convergence"
+DURATION = 10
+CONNECTIONS = 32
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", *args, "--log-level", "warning",
+                             "--no-access-log"], env={**os.environ, **env}, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def wait(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
+
+
+def load(url: str) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) over DURATION seconds at CONNECTIONS connections."""
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency",
+                              url], capture_output=True, text=True, check=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+        def pct(p):
+            value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+            return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+        return rps, pct(50), pct(99)
+    return asyncio.run(_python_load(url))
+
+
+async def _python_load(url: str) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + DURATION
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=CONNECTIONS)) as client:
+        async def worker():
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                await client.get(url)
+                latencies.append((time.perf_counter() - started) * 1000)
+        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    latencies.sort()
+    return (len(latencies) / DURATION, statistics.median(latencies),
+            latencies[int(0.99 * (len(latencies) - 1))])
+
+
+def main() -> None:
+    print(hardware())
+    print(f"load generator: {'wrk' if shutil.which('wrk') else 'python httpx'}; "
+          f"{CONNECTIONS} connections, {DURATION} s per run")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        store = sample_store(url)
+        runner = FitRunner(store, WorkerPool("inline"), FitSettings(), 120, Path(tmp) / "fits")
+        runner.run_fit(store.create_fit(SET_ID, "bench"))
+        admin = store.create_key("admin")
+        port, bare_port = free_port(), free_port()
+        env = {"SIGNPOST_VAR_DIR": tmp, "SIGNPOST_DATABASE_URL": url,
+               "SIGNPOST_TODAY": TODAY.isoformat(), "SIGNPOST_QUEUE_POLL": "0.2",
+               "SIGNPOST_REFIT_INTERVAL": "3600"}
+        servers = [start(["service.api.app:app_factory", "--factory", "--port", str(port)], env),
+                   start(["bench.bare_app:app", "--port", str(bare_port)], {})]
+        try:
+            posterior = f"http://127.0.0.1:{port}/v1/sets/{SET_ID}/posterior"
+            bare = f"http://127.0.0.1:{bare_port}/const"
+            wait(posterior)
+            wait(bare)
+            results = {}
+            for label in ("no fit", "fit running"):
+                stop = threading.Event()
+                fits = []
+                if label == "fit running":
+                    def keep_fitting(stop=stop, fits=fits):
+                        while not stop.is_set():
+                            r = httpx.post(f"http://127.0.0.1:{port}/v1/fits",
+                                           json={"set_id": SET_ID}, timeout=10,
+                                           headers={"Authorization": f"Bearer {admin}"})
+                            fit_id = r.json()["fit_id"]
+                            fits.append(fit_id)
+                            while not stop.is_set() and store.get_fit(fit_id)["status"] in (
+                                    "queued", "running"):
+                                time.sleep(0.05)
+                    feeder = threading.Thread(target=keep_fitting)
+                    feeder.start()
+                    deadline = time.monotonic() + 120
+                    while not any(store.get_fit(f)["status"] == "running" for f in fits[-1:]):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("no fit started")
+                        time.sleep(0.05)
+                results[label] = (load(posterior), load(bare))
+                stop.set()
+                if label == "fit running":
+                    feeder.join()
+                    done = [store.get_fit(f)["status"] for f in fits]
+                    print(f"  fits during the runs: {len(done)} "
+                          f"({done.count('published')} published)")
+            for label, ((rps, p50, p99), (b_rps, b_p50, b_p99)) in results.items():
+                print(f"  {label:12s} posterior {rps:7.0f} req/s p50 {p50:6.2f} ms "
+                      f"p99 {p99:6.2f} ms | bare {b_rps:7.0f} req/s p50 {b_p50:6.2f} ms "
+                      f"p99 {b_p99:6.2f} ms | throughput ratio {rps / b_rps:4.2f}")
+            (rps, _, p99), (b_rps, _, _) = results["fit running"]
+            print(f"  target while a fit runs: ≥ 0.70 of the bare throughput and p99 ≤ 25 ms: "
+                  f"{'met' if rps / b_rps >= 0.7 and p99 <= 25 else 'MISSED'}")
+        finally:
+            for server in servers:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+            store.dispose()
+
+
+if __name__ == "__main__":
+    main()
