@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.context import Services
 from service.errors import BadRequest, Forbidden, Unauthorized
@@ -26,17 +27,17 @@ from service.store import ROLES, ApiKey, Store
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sp_...`")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's services, built by the app's lifespan."""
     return request.app.state.services
 
 
-def get_store(services: Annotated[Services, Depends(get_services)]) -> Store:
+async def get_store(services: Annotated[Services, Depends(get_services)]) -> Store:
     """The store."""
     return services.store
 
 
-def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+async def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
     """The settings the app was started with."""
     return services.settings
 
@@ -80,13 +81,16 @@ def require_role(role: str) -> Callable[..., ApiKey]:
     return dependency
 
 
-def read_access(request: Request, store: StoreDep, settings: SettingsDep,
-                credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                       Depends(_bearer)]) -> ApiKey | None:
-    """Open reads (None), or any valid key when ``require_read_key`` is set."""
+async def read_access(request: Request, store: StoreDep, settings: SettingsDep,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                             Depends(_bearer)]) -> ApiKey | None:
+    """Open reads (None), or any valid key when ``require_read_key`` is set.
+
+    Async, so an open read costs no thread hop; a key lookup goes to the thread pool.
+    """
     if not settings.require_read_key:
         return None
-    return _authenticate(request, credentials, store)
+    return await run_in_threadpool(_authenticate, request, credentials, store)
 
 
 ReadAccess = Annotated[ApiKey | None, Depends(read_access)]

@@ -88,14 +88,16 @@ def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.get("/{set_id}/posterior", responses={304: {"description": "Not modified"}})
-def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
+async def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
-    payload = services.posterior_cache.get(store, set_id, store.clock(), settings.stale_after)
+    # the hot path: one thread hop for a one-row version check; the payload is cached
+    payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
+                                      store.clock(), settings.stale_after)
     if payload is not None:
         return cached_json(request, payload)
-    store.get_set(set_id)  # unknown set: 404 naming set_id
-    pending = store.pending_fit(set_id)
+    await run_in_threadpool(store.get_set, set_id)  # unknown set: 404 naming set_id
+    pending = await run_in_threadpool(store.pending_fit, set_id)
     hint = (f"fit {pending.id} is {pending.status}" if pending is not None else
             f'an admin can queue one with POST /v1/fits {{"set_id": "{set_id}"}}')
     raise NotFound(f"scenario set '{set_id}' has no published posterior yet; {hint}",
