@@ -46,7 +46,9 @@ class Services:
         pool = WorkerPool(worker_mode or settings.worker)
         runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,
                            settings.artifacts_dir, owner=make_owner(role))
-        return cls(settings=settings, store=store, pool=pool, runner=runner)
+        services = cls(settings=settings, store=store, pool=pool, runner=runner)
+        runner.on_publish.append(services.posterior_cache.invalidate)
+        return services
 
     def start_scheduler(self) -> RefitScheduler:
         """Start the refit scheduler in background threads."""

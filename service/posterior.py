@@ -56,13 +56,34 @@ def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, 
 class PosteriorCache:
     """The published posterior of each set, rendered once per fit id.
 
-    A request costs one indexed ``SELECT id`` (the version check); the payload is rebuilt only
-    when a new fit is published, which every replica therefore sees on its next request.
+    Requests read memory only (`peek`). A background poll (`refresh`, every
+    ``SIGNPOST_CACHE_POLL`` seconds) runs one indexed ``SELECT id`` per set, so every replica
+    sees a new fit within one polling interval; a fit published by this process invalidates
+    its entry at once. A set not cached yet takes the database path (`get`).
     """
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, set_id: str, now: datetime, stale_after: float) -> dict[str, Any] | None:
+        """The cached payload (no database access), or None."""
+        entry = self._entries.get(set_id)
+        if entry is None:
+            return None
+        _, fitted_at, payload = entry
+        stale = (now - fitted_at).total_seconds() > stale_after
+        return payload if payload["stale"] == stale else {**payload, "stale": stale}
+
+    def invalidate(self, set_id: str, _fit_id: str | None = None) -> None:
+        """Forget a set's entry (a new fit was published here)."""
+        with self._lock:
+            self._entries.pop(set_id, None)
+
+    def refresh(self, store: Store, now: datetime, stale_after: float) -> None:
+        """Re-check every cached set's newest published fit (the polling version check)."""
+        for set_id in list(self._entries):
+            self.get(store, set_id, now, stale_after)
 
     def get(self, store: Store, set_id: str, now: datetime,
             stale_after: float) -> dict[str, Any] | None:

@@ -74,6 +74,7 @@ class FitRunner:
         self.lease_seconds = lease_seconds
         self.artifacts_dir = artifacts_dir
         self.owner = owner or make_owner()
+        self.on_publish: list[Callable[[str, str], None]] = []
 
     def run_fit(self, fit_id: str,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -149,6 +150,9 @@ class FitRunner:
             + "; ".join(diagnostics["failures"]),
         )
         say(f"{row.set_id}: {'published' if passed else 'rejected'}")
+        if passed and row.kind == "live":
+            for callback in self.on_publish:
+                callback(row.set_id, fit_id)
         return store.get_fit(fit_id)
 
     def _artifact_path(self, set_id: str, fit_id: str) -> Path:

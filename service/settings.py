@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     worker: str = Field(default="process", description="'process' (warm worker) or 'inline'")
     scheduler: bool = Field(default=True, description="run the refit scheduler in `serve`")
     migrate_on_start: bool = Field(default=True, description="migrate the schema at API start")
+    cache_poll: float = Field(default=1.0, gt=0,
+                              description="seconds between the posterior cache's version checks")
     replay_wait: float = Field(default=30.0, ge=0,
                                description="seconds GET /replay waits before answering 202")
     dynamic: bool = Field(default=True, description="learn transitions of sets with dynamics")

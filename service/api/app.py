@@ -7,15 +7,31 @@ sampling happens in the scheduler's threads and the worker process, never in a h
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from service.api import fits, health, observations, sets
 from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from service.context import Services
 from service.settings import Settings, get_settings
+
+log = logging.getLogger("signpost.api")
+
+
+async def _poll_posteriors(services: Services) -> None:
+    """Keep the posterior cache current: one version check per cached set, every poll."""
+    cache, store, settings = services.posterior_cache, services.store, services.settings
+    while True:
+        await asyncio.sleep(settings.cache_poll)
+        try:
+            await run_in_threadpool(cache.refresh, store, store.clock(), settings.stale_after)
+        except Exception:  # a database hiccup: serve what we have, try again next poll
+            log.exception("posterior cache refresh failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.scheduler:
                 services.start_scheduler()
             app.state.services = services
+            poller = asyncio.create_task(_poll_posteriors(services))
             yield
+            poller.cancel()
         finally:
             services.close()
 

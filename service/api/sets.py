@@ -91,9 +91,11 @@ def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
 async def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
-    # the hot path: one thread hop for a one-row version check; the payload is cached
-    payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
-                                      store.clock(), settings.stale_after)
+    # the hot path: memory only (the cache polls the database in the background)
+    payload = services.posterior_cache.peek(set_id, store.clock(), settings.stale_after)
+    if payload is None:
+        payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
+                                          store.clock(), settings.stale_after)
     if payload is not None:
         return cached_json(request, payload)
     await run_in_threadpool(store.get_set, set_id)  # unknown set: 404 naming set_id
