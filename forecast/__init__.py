@@ -15,7 +15,7 @@ from forecast.fit import (
     fit,
     library_versions,
 )
-from forecast.hmm import forward_filter, predict
+from forecast.hmm import forward_filter
 from forecast.inputs import evidence_through, set_evidence
 from forecast.model import EvidenceArrays, build_model, log_emission, log_marginal, period_loglik
 
@@ -43,6 +43,5 @@ __all__ = [
     "log_emission",
     "log_marginal",
     "period_loglik",
-    "predict",
     "set_evidence",
 ]

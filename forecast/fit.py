@@ -181,6 +181,11 @@ class _Compiled:
         """Names of the data the compiled sampler reads (unused data are pruned)."""
         return {var.name for var in self.nutpie_model.shared_var_keys}
 
+    @property
+    def samples_parameters(self) -> bool:
+        """Whether NUTS samples the per-scenario parameters (else they are drawn exactly)."""
+        return any(name in self.model.named_vars for name in ("rate", "hazard", "level"))
+
 
 class ModelCache:
     """Compiled models kept per scenario set (by content hash); thread-safe.
@@ -347,14 +352,14 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     nutpie_model = compiled.nutpie_model.with_data(**data)
     k = len(scenario_set.scenarios)
     draws_per_chain = settings.sampler.dynamic_draws if dynamic else settings.sampler.draws
+    tune = settings.sampler.dynamic_tune if dynamic else settings.sampler.tune
     sample_s = 0.0
     while True:
         say(f"sampling {settings.sampler.chains} × {draws_per_chain}")
         sample_started = time.perf_counter()
         try:
             datatree = nutpie.sample(
-                nutpie_model, draws=draws_per_chain,
-                tune=settings.sampler.dynamic_tune if dynamic else settings.sampler.tune,
+                nutpie_model, draws=draws_per_chain, tune=tune,
                 chains=settings.sampler.chains, cores=settings.sampler.cores, seed=seed,
                 progress_bar=False, save_warmup=False,
             )
@@ -366,8 +371,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         posterior = datatree["posterior"]
         n_chains = posterior.sizes["chain"]
         exact_vars: tuple[str, ...] = ()
-        if dynamic and "rate" not in posterior and "hazard" not in posterior \
-                and "level" not in posterior:
+        if not compiled.samples_parameters:
             rng = np.random.default_rng(seed)
             draws_of = conditional_draws(
                 scenario_set, arrays.counts, arrays.exposure, arrays.sumsq, n_chains,
@@ -430,8 +434,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         for i, s in enumerate(scenario_set.scenarios)
     )
     sampler = {"name": "nutpie", "draws": draws_per_chain,
-               "tune": settings.sampler.dynamic_tune if dynamic else settings.sampler.tune,
-               "chains": settings.sampler.chains,
+               "tune": tune, "chains": settings.sampler.chains,
                "transitions": "learned" if dynamic else "identity"}
     return Fit(
         set_id=scenario_set.id,

@@ -45,8 +45,3 @@ def forward_filter(prior: np.ndarray, transition: np.ndarray,
         log_lik += np.log(norm) + shift
         predicted = filtered[t] @ transition
     return filtered, float(log_lik)
-
-
-def predict(filtered_last: np.ndarray, transition: np.ndarray, steps: int) -> np.ndarray:
-    """``P(z_{T+h})`` for h = steps: ``α_T · A^h``."""
-    return np.asarray(filtered_last) @ np.linalg.matrix_power(np.asarray(transition), steps)

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+import arviz as az
 import numpy as np
+
+from forecast.model import transition_rows
+from indicators import add_months, make_grid, period_floor
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,6 @@ def mcse_of(values: np.ndarray, n_chains: int) -> np.ndarray:
     out = np.zeros(flat.shape[1])
     varying = np.ptp(flat, axis=0) > 1e-15
     if varying.any():
-        import arviz as az  # imported lazily: only dynamic fits need it
-
         n_draws = flat.shape[0] // n_chains
         chained = flat[: n_chains * n_draws, varying].reshape(n_chains, n_draws, -1)
         out[varying] = np.asarray(az.mcse(chained, method="mean"), dtype=float).reshape(-1)
@@ -168,8 +170,6 @@ MAX_OPEN_HORIZON = 40  # periods forecast ahead for a set without an end date
 
 def transition_draws(scenario_set, posterior) -> np.ndarray:
     """(S, K, K) transition matrices rebuilt from the Dirichlet rows of a posterior."""
-    from forecast.model import transition_rows
-
     k = len(scenario_set.scenarios)
     n = posterior.sizes["chain"] * posterior.sizes["draw"]
     out = np.broadcast_to(np.eye(k), (n, k, k)).copy()
@@ -200,14 +200,11 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
         Holds ``hazard`` draws when the set has milestones.
 
     """
-    from indicators import make_grid
-
-    months = {"month": 1, "quarter": 3, "year": 12}[scenario_set.period]
     last = scenario_set.end
     if last is None:
-        anchor = evidence.grid.starts[-1] if evidence.n_periods else scenario_set.start
-        total = anchor.year * 12 + anchor.month - 1 + months * MAX_OPEN_HORIZON
-        last = date(total // 12, total % 12 + 1, 1)
+        anchor = (evidence.grid.starts[-1] if evidence.n_periods
+                  else period_floor(scenario_set.period, scenario_set.start))
+        last = add_months(anchor, evidence.grid.months_per_period * MAX_OPEN_HORIZON)
     grid = make_grid(scenario_set.period, scenario_set.start, last)
     current = max(evidence.n_periods - 1, 0)
     labels = list(grid.labels[current:]) or [grid.labels[-1]]

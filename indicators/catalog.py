@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -299,7 +300,19 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         If the file does not exist.
 
     """
-    file = Path(path) if path is not None else DEFAULT_CATALOG_PATH
+    if path is None:
+        return _bundled_catalog()
+    return _read_catalog(Path(path))
+
+
+@lru_cache(maxsize=1)
+def _bundled_catalog() -> Catalog:
+    # read once per process: the bundled file ships with the package, and a Catalog is
+    # immutable (with_extra returns a new one)
+    return _read_catalog(DEFAULT_CATALOG_PATH)
+
+
+def _read_catalog(file: Path) -> Catalog:
     name = file.name
     text = file.read_text(encoding="utf-8")
     try:

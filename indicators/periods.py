@@ -68,8 +68,8 @@ def period_floor(freq: Frequency, d: dt.date) -> dt.date:
     return dt.date(d.year, month, 1)
 
 
-def _shift(start: dt.date, months: int) -> dt.date:
-    """Move a first-of-month date by a number of months."""
+def add_months(start: dt.date, months: int) -> dt.date:
+    """Move a first-of-month date by a number of months (``2024-11-01`` + 3 → ``2025-02-01``)."""
     index = start.year * 12 + (start.month - 1) + months
     return dt.date(index // 12, index % 12 + 1, 1)
 
@@ -117,10 +117,10 @@ class PeriodGrid:
                     f"starts[{i}]: {start} is not the first day of a {self.freq}; "
                     f"use {period_floor(self.freq, start)}"
                 )
-            if i and start != _shift(starts[i - 1], step):
+            if i and start != add_months(starts[i - 1], step):
                 raise ValueError(
                     f"starts[{i}]: {start} does not follow {starts[i - 1]}; "
-                    f"expected {_shift(starts[i - 1], step)} (periods must be contiguous)"
+                    f"expected {add_months(starts[i - 1], step)} (periods must be contiguous)"
                 )
         object.__setattr__(self, "starts", starts)
 
@@ -142,7 +142,7 @@ class PeriodGrid:
         """The day after the last period (exclusive end of the grid), None if empty."""
         if not self.starts:
             return None
-        return _shift(self.starts[-1], self.months_per_period)
+        return add_months(self.starts[-1], self.months_per_period)
 
     def period_start(self, d: dt.date) -> dt.date:
         """Return the first day of the period (of this grid's frequency) holding ``d``."""
@@ -207,7 +207,7 @@ class PeriodGrid:
 
         """
         start = self.starts[i]
-        return start, _shift(start, self.months_per_period)
+        return start, add_months(start, self.months_per_period)
 
     def lengths(self) -> np.ndarray:
         """Return the length of each period in days (int64 array of shape ``(T,)``)."""
@@ -245,7 +245,7 @@ def make_grid(freq: Frequency, start: dt.date, through: dt.date) -> PeriodGrid:
     if through < first:
         return PeriodGrid(freq, ())
     n = (_month_number(through) - _month_number(first)) // step + 1
-    return PeriodGrid(freq, tuple(_shift(first, i * step) for i in range(n)))
+    return PeriodGrid(freq, tuple(add_months(first, i * step) for i in range(n)))
 
 
 def elapsed_fraction(grid: PeriodGrid, as_of: dt.date) -> float:

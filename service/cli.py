@@ -34,7 +34,7 @@ from indicators import (
     ObservationFileError,
     read_observations_csv,
 )
-from priors import ScenarioSet, ScenarioSetError
+from priors import ScenarioSetError
 from service import migrate
 from service.context import Services
 from service.errors import ServiceError
@@ -45,7 +45,7 @@ from service.outlook import (
     parse_date_param,
     replay_payload,
 )
-from service.posterior import posterior_payload
+from service.posterior import posterior_payload, set_detail
 from service.settings import Settings, _redact
 from service.store import ROLES, Store, _aware
 
@@ -199,28 +199,6 @@ def init() -> None:
 # -- sets ---------------------------------------------------------------------------------
 
 
-def _set_dict(scenario_set: ScenarioSet) -> dict[str, Any]:
-    dynamics = None
-    if scenario_set.dynamics is not None:
-        dynamics = {"stay": scenario_set.dynamics.stay,
-                    "moves": {k: list(v) for k, v in scenario_set.dynamics.moves.items()}}
-    return {
-        "id": scenario_set.id,
-        "title": scenario_set.title,
-        "question": scenario_set.question,
-        "period": scenario_set.period,
-        "start": scenario_set.start.isoformat(),
-        "end": scenario_set.end.isoformat() if scenario_set.end else None,
-        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
-                       "description": s.description} for s in scenario_set.scenarios],
-        "indicators": [{"id": i.id, "kind": i.kind, "name": i.indicator.name}
-                       for i in scenario_set.indicators],
-        "dynamics": dynamics,
-        "source": scenario_set.source,
-        "content_hash": scenario_set.content_hash,
-    }
-
-
 def _latest(store: Store, set_id: str) -> dict[str, Any] | None:
     row = store.latest_published(set_id)
     if row is None:
@@ -260,7 +238,8 @@ def sets_show(
 ) -> None:
     """Show one scenario set: its question, scenarios, indicators and latest fit."""
     with services() as svc:
-        data = _set_dict(svc.store.get_set(set_id))
+        scenario_set = svc.store.get_set(set_id)
+        data = {**set_detail(scenario_set), "source": scenario_set.source}
         data["latest_published_fit"] = _latest(svc.store, set_id)
     if as_json:
         print(json.dumps(data, indent=2))

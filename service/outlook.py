@@ -15,7 +15,8 @@ from indicators import make_grid, period_floor
 from priors import ScenarioSet
 from service.db import FitRow
 from service.errors import BadRequest, NotFound
-from service.store import Store, _aware
+from service.posterior import fit_header, scenario_rows
+from service.store import Store
 
 
 def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) -> date:
@@ -53,9 +54,7 @@ def _published(store: Store, scenario_set: ScenarioSet) -> FitRow:
 
 
 def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
-    return {"set_id": scenario_set.id, "fit_id": row.id,
-            "fitted_at": _aware(row.finished_at).isoformat(),
-            "evidence_through": row.as_of.isoformat() if row.as_of else None,
+    return {**fit_header(scenario_set, row),
             "transitions": (row.summary or {}).get("sampler", {}).get("transitions")}
 
 
@@ -124,8 +123,6 @@ def milestones_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any
 
 def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
     """A replay fit as the posterior JSON, with its diagnostics and status."""
-    summary = row.summary or {}
-    by_id = {s["id"]: s for s in summary.get("scenarios", [])}
     return {
         "set_id": scenario_set.id,
         "fit_id": row.id,
@@ -133,11 +130,8 @@ def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict
         "status": row.status,
         "reason": row.reason,
         "as_of": row.as_of.isoformat() if row.as_of else None,
-        "fitted_at": _aware(row.finished_at).isoformat() if row.finished_at else None,
-        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
-                       "probability": by_id.get(s.id, {}).get("probability"),
-                       "mcse": by_id.get(s.id, {}).get("mcse")}
-                      for s in scenario_set.scenarios],
+        "fitted_at": fit_header(scenario_set, row)["fitted_at"],
+        "scenarios": scenario_rows(scenario_set, row),
         "diagnostics": row.diagnostics or {},
     }
 

@@ -1,4 +1,7 @@
-"""The published posterior as JSON: one builder for the API and the CLI (same numbers)."""
+"""Signpost's JSON views: sets, posteriors and history.
+
+One builder each, shared by the API and the CLI so both print the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,70 @@ from service.db import FitRow
 from service.store import Store, _aware
 
 
+def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
+    """A set in a list: the question, its scenarios and priors, its indicator ids."""
+    return {
+        "id": scenario_set.id,
+        "title": scenario_set.title,
+        "question": scenario_set.question,
+        "period": scenario_set.period,
+        "start": scenario_set.start.isoformat(),
+        "end": scenario_set.end.isoformat() if scenario_set.end else None,
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior}
+                      for s in scenario_set.scenarios],
+        "indicators": list(scenario_set.indicator_ids),
+        "has_dynamics": scenario_set.dynamics is not None,
+    }
+
+
+def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
+    """A set in full: scenarios, what each expects of each indicator, dynamics."""
+    scenario_ids = scenario_set.scenario_ids
+    indicators = []
+    for spec in scenario_set.indicators:
+        indicators.append({
+            "id": spec.id,
+            "kind": spec.kind,
+            "name": spec.indicator.name,
+            "unit": spec.indicator.unit,
+            "noise_sd": spec.noise_sd,
+            "expectations": {k: {"mean": float(spec.mean[i]), "sd": float(spec.sd[i])}
+                             for i, k in enumerate(scenario_ids)},
+        })
+    dynamics = scenario_set.dynamics
+    return {
+        **set_summary(scenario_set),
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "description": s.description} for s in scenario_set.scenarios],
+        "indicators": indicators,
+        "dynamics": None if dynamics is None else {
+            "stay": dynamics.stay,
+            "moves": {source: list(targets) for source, targets in dynamics.moves.items()},
+            "concentration": dynamics.concentration,
+            "ladder": list(dynamics.ladder),
+        },
+        "content_hash": scenario_set.content_hash,
+    }
+
+
+def fit_header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
+    """Which fit a payload comes from: set_id, fit_id, fitted_at, evidence_through."""
+    return {
+        "set_id": scenario_set.id,
+        "fit_id": row.id,
+        "fitted_at": _aware(row.finished_at).isoformat() if row.finished_at else None,
+        "evidence_through": row.as_of.isoformat() if row.as_of else None,
+    }
+
+
+def scenario_rows(scenario_set: ScenarioSet, row: FitRow) -> list[dict[str, Any]]:
+    """Per scenario of a fit: id, name, prior, probability and its MCSE."""
+    by_id = {s["id"]: s for s in (row.summary or {}).get("scenarios", [])}
+    return [{"id": s.id, "name": s.name, "prior": s.prior,
+             "probability": by_id.get(s.id, {}).get("probability"),
+             "mcse": by_id.get(s.id, {}).get("mcse")} for s in scenario_set.scenarios]
+
+
 def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
                       stale_after: float) -> dict[str, Any]:
     """The posterior JSON of a published fit row.
@@ -18,21 +85,10 @@ def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
     Keys: set_id, fit_id, fitted_at, evidence_through, scenarios (id, name, prior,
     probability, mcse), diagnostics (with passed) and stale.
     """
-    summary = row.summary or {}
-    by_id = {s["id"]: s for s in summary.get("scenarios", [])}
-    fitted_at = _aware(row.finished_at)
-    age = (now - fitted_at).total_seconds()
+    age = (now - _aware(row.finished_at)).total_seconds()
     return {
-        "set_id": scenario_set.id,
-        "fit_id": row.id,
-        "fitted_at": fitted_at.isoformat(),
-        "evidence_through": row.as_of.isoformat() if row.as_of else None,
-        "scenarios": [
-            {"id": s.id, "name": s.name, "prior": s.prior,
-             "probability": by_id.get(s.id, {}).get("probability"),
-             "mcse": by_id.get(s.id, {}).get("mcse")}
-            for s in scenario_set.scenarios
-        ],
+        **fit_header(scenario_set, row),
+        "scenarios": scenario_rows(scenario_set, row),
         "diagnostics": row.diagnostics or {},
         "stale": age > stale_after,
     }
@@ -95,9 +151,6 @@ class PosteriorCache:
         if entry is None or entry[0] != fit_id:
             row = store.get_fit_row(fit_id)
             payload = posterior_payload(store.get_set(set_id), row, now, stale_after)
-            entry = (fit_id, _aware(row.finished_at), payload)
             with self._lock:
-                self._entries[set_id] = entry
-        _, fitted_at, payload = entry
-        stale = (now - fitted_at).total_seconds() > stale_after
-        return payload if payload["stale"] == stale else {**payload, "stale": stale}
+                self._entries[set_id] = (fit_id, _aware(row.finished_at), payload)
+        return self.peek(set_id, now, stale_after)

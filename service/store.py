@@ -49,7 +49,6 @@ from service.db import (
 from service.errors import BadRequest, Conflict, NotFound
 
 ROLES = ("reader", "analyst", "admin")
-MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
 FIT_STATUSES = ("queued", "running", "published", "rejected", "failed")
 
 
@@ -147,6 +146,7 @@ class Store:
         self._today = today
         self._sets: dict[str, tuple[str, ScenarioSet]] = {}
         self._sets_lock = threading.Lock()
+        self._catalog: tuple[tuple, Catalog] | None = None
 
     # -- housekeeping -----------------------------------------------------------------
 
@@ -258,10 +258,21 @@ class Store:
         return [self.get_set(set_id) for set_id in self.set_ids()]
 
     def catalog(self) -> Catalog:
-        """The bundled catalog plus the inline indicators of loaded sets."""
+        """The bundled catalog plus the inline indicators of loaded sets.
+
+        Rebuilt only when a set is loaded or changed (one light query per call: the ids and
+        content hashes), since every observation is validated against it.
+        """
+        with self.Session() as session:
+            key = tuple((row.id, row.content_hash) for row in session.execute(
+                select(ScenarioSetRow.id, ScenarioSetRow.content_hash)
+                .order_by(ScenarioSetRow.id)))
+        cached = self._catalog
+        if cached is not None and cached[0] == key:
+            return cached[1]
         base = load_catalog()
         extra = {}
-        for set_id in self.set_ids():
+        for set_id, _ in key:
             try:
                 scenario_set = self.get_set(set_id)
             except ScenarioSetError:
@@ -269,7 +280,9 @@ class Store:
             for indicator in scenario_set.catalog_indicators:
                 if indicator.id not in base:
                     extra[indicator.id] = indicator
-        return base.with_extra(extra.values()) if extra else base
+        catalog = base.with_extra(extra.values()) if extra else base
+        self._catalog = (key, catalog)
+        return catalog
 
     # -- observations -------------------------------------------------------------------
 
@@ -482,7 +495,7 @@ class Store:
         as_of = as_of or self.today()
         through = evidence_through(scenario_set, as_of)
         grid = make_grid(scenario_set.period, scenario_set.start, through)
-        months = MONTHS_PER_PERIOD[scenario_set.period]
+        months = grid.months_per_period
         first = month_index(period_floor(scenario_set.period, scenario_set.start)) // months
         last_month = month_index(through)
         ids = scenario_set.indicator_ids

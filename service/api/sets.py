@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from priors import ScenarioSet
 from service.api.deps import ServicesDep, SettingsDep, StoreDep, read_access
 from service.api.errors import ERROR_RESPONSES
 from service.api.responses import cached_json
@@ -23,56 +22,10 @@ from service.outlook import (
     path_payload,
     replay_payload,
 )
-from service.posterior import history_payload
+from service.posterior import history_payload, set_detail, set_summary
 
 router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
-
-
-def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
-    """A set in a list: the question, its scenarios and priors, its indicator ids."""
-    return {
-        "id": scenario_set.id,
-        "title": scenario_set.title,
-        "question": scenario_set.question,
-        "period": scenario_set.period,
-        "start": scenario_set.start.isoformat(),
-        "end": scenario_set.end.isoformat() if scenario_set.end else None,
-        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior}
-                      for s in scenario_set.scenarios],
-        "indicators": list(scenario_set.indicator_ids),
-        "has_dynamics": scenario_set.dynamics is not None,
-    }
-
-
-def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
-    """A set in full: scenarios, what each expects of each indicator, dynamics."""
-    scenario_ids = scenario_set.scenario_ids
-    indicators = []
-    for spec in scenario_set.indicators:
-        indicators.append({
-            "id": spec.id,
-            "kind": spec.kind,
-            "name": spec.indicator.name,
-            "unit": spec.indicator.unit,
-            "noise_sd": spec.noise_sd,
-            "expectations": {k: {"mean": float(spec.mean[i]), "sd": float(spec.sd[i])}
-                             for i, k in enumerate(scenario_ids)},
-        })
-    dynamics = scenario_set.dynamics
-    return {
-        **set_summary(scenario_set),
-        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
-                       "description": s.description} for s in scenario_set.scenarios],
-        "indicators": indicators,
-        "dynamics": None if dynamics is None else {
-            "stay": dynamics.stay,
-            "moves": {source: list(targets) for source, targets in dynamics.moves.items()},
-            "concentration": dynamics.concentration,
-            "ladder": list(dynamics.ladder),
-        },
-        "content_hash": scenario_set.content_hash,
-    }
 
 
 @router.get("")

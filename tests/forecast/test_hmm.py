@@ -9,7 +9,7 @@ import pytensor.tensor as pt
 from scipy import stats
 from scipy.special import logsumexp
 
-from forecast import exact_posterior, forward_filter, log_emission, period_loglik, predict
+from forecast import exact_posterior, forward_filter, log_emission, period_loglik
 
 from .conftest import make_evidence, simulate
 
@@ -78,13 +78,3 @@ def test_collapsed_emissions_with_identity_transitions_give_the_static_posterior
                                   evidence.exposure[: t + 1])
         np.testing.assert_allclose(path[t], exact_posterior(counts_set, truncated).probability,
                                    atol=1e-12)
-
-
-def test_predict_is_alpha_times_matrix_power():
-    rng = np.random.default_rng(0)
-    transition = rng.dirichlet(np.ones(4), size=4)
-    alpha = rng.dirichlet(np.ones(4))
-    manual = alpha.copy()
-    for _ in range(7):
-        manual = manual @ transition
-    np.testing.assert_allclose(predict(alpha, transition, 7), manual, atol=1e-12)
