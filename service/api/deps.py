@@ -74,7 +74,9 @@ def require_role(role: str) -> Callable[..., ApiKey]:
                                           Depends(_bearer)]) -> ApiKey:
         key = _authenticate(request, credentials, store)
         if ROLES.index(key.role) < needed:
-            raise Forbidden(f"this needs the {role} role; key {key.prefix}… is a {key.role}")
+            article = "an" if key.role[0] in "aeiou" else "a"
+            raise Forbidden(f"this needs the {role} role; key {key.prefix}… is {article} "
+                            f"{key.role} key")
         return key
 
     dependency.__name__ = f"require_{role}"
