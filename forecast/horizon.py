@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-import arviz as az
 import numpy as np
+from arviz_stats.base import array_stats
 
 from forecast.model import transition_rows
 from indicators import add_months, make_grid, period_floor
@@ -54,7 +54,7 @@ def mcse_of(values: np.ndarray, n_chains: int) -> np.ndarray:
     if varying.any():
         n_draws = flat.shape[0] // n_chains
         chained = flat[: n_chains * n_draws, varying].reshape(n_chains, n_draws, -1)
-        out[varying] = np.asarray(az.mcse(chained, method="mean"), dtype=float).reshape(-1)
+        out[varying] = array_stats.mcse(chained, chain_axis=0, draw_axis=1, method="mean")
     return out.reshape(values.shape[1:])
 
 
@@ -236,7 +236,13 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
         hits = np.flatnonzero(arrays.counts[:, j] > 0)
         if hits.size:
             milestones[spec.id] = {"occurred": {"period": arrays.labels[hits[0]],
-                                                "weight": float(arrays.counts[hits[0], j])}}
+                                                "weight": float(arrays.counts[hits[0], j]),
+                                                "before_window": False}}
+            continue
+        if arrays.labels and not arrays.exposure[:, j].any():
+            # never at risk inside the window: it was reported before the set's first period
+            milestones[spec.id] = {"occurred": {"period": arrays.labels[0], "weight": None,
+                                                "before_window": True}}
             continue
         hazard = posterior["hazard"].sel(milestone_indicator=spec.id).values
         hazard = hazard.reshape(-1, len(ids))

@@ -483,7 +483,9 @@ def milestones(
                       f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
     for name, v in payload["milestones"].items():
         if v.get("occurred"):
-            table.add_row(name, "happened", v["occurred"]["period"], "")
+            when = v["occurred"]["period"]
+            table.add_row(name, "happened",
+                          f"before {when}" if v["occurred"].get("before_window") else when, "")
         else:
             table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
                           f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,10 +14,14 @@ from forecast.horizon import (
     first_passage,
     mcse_of,
     milestone_occurrence,
+    outlook_summary,
     state_forecast,
     timing,
 )
+from forecast.model import EvidenceArrays
 from forecast.ops import filter_draws, forward_backward
+
+from .conftest import make_evidence
 
 
 def pinned(alpha, transition, n=8):
@@ -145,9 +150,28 @@ def test_forward_backward_gradient_matches_finite_differences():
 def test_filter_draws_matches_forward_filter():
     rng = np.random.default_rng(5)
     alpha, transition = random_chain(rng)
-    log_b = rng.normal(size=(20, 4))
+    log_b = rng.normal(size=(2, 20, 4))  # each draw has its own emissions
     batch = filter_draws(np.stack([transition, np.eye(4)]), log_b, alpha)
-    np.testing.assert_allclose(batch[0], forward_filter(alpha, transition, log_b)[0],
+    np.testing.assert_allclose(batch[0], forward_filter(alpha, transition, log_b[0])[0],
                                atol=1e-12)
-    np.testing.assert_allclose(batch[1], forward_filter(alpha, np.eye(4), log_b)[0],
+    np.testing.assert_allclose(batch[1], forward_filter(alpha, np.eye(4), log_b[1])[0],
                                atol=1e-12)
+
+
+def test_milestone_reported_before_the_window_is_read_as_having_happened(milestones_set):
+    counts, exposure = np.zeros((6, 3)), np.ones((6, 3))
+    exposure[:, 0] = 0.0  # cueing: never at risk in the window (reported before its start)
+    counts[2, 1], exposure[3:, 1] = 1.0, 0.0  # radar: happened in the third month
+    evidence = make_evidence(milestones_set, counts, exposure)
+    arrays = EvidenceArrays.select(milestones_set, evidence)
+    draws = pinned(np.array([0.7, 0.3]), np.eye(2))
+    hazard = np.tile([[0.01, 0.05]], (8, 1))
+    posterior = xr.Dataset({"hazard": (("sample", "milestone_indicator", "scenario"),
+                                       np.repeat(hazard[:, None, :], 3, axis=1))},
+                           coords={"milestone_indicator": ["cueing", "radar", "command"]})
+    milestones = outlook_summary(milestones_set, evidence, arrays, draws, posterior)["milestones"]
+    assert milestones["cueing"]["occurred"] == {"period": arrays.labels[0], "weight": None,
+                                                "before_window": True}
+    assert milestones["radar"]["occurred"]["period"] == arrays.labels[2]
+    assert milestones["radar"]["occurred"]["before_window"] is False
+    assert milestones["command"]["occurred"] is None and 0 < milestones["command"]["p_by_end"]
