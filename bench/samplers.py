@@ -1,5 +1,5 @@
 """(e) Effective samples per second of the scenario probabilities, per sampler, on the dynamic
-convergence model (learned transitions) with the sample observations.
+convergence model (learned transitions and per-scenario parameters) with the sample observations.
 
 Run: ``make bench-samplers``. nutpie runs the compiled model once warm (with_data), as the
 worker does; PyMC's own NUTS (``nuts_sampler="pymc"``) compiles on every call, timed with and
@@ -18,17 +18,16 @@ import pymc as pm
 
 from bench.common import SAMPLE, TODAY, hardware
 from forecast import ModelCache, fit, set_evidence
-from forecast.horizon import transition_draws
-from forecast.ops import filter_draws
+from forecast.fit import filtered_draws
+from forecast.model import EvidenceArrays
 from indicators import load_catalog, read_observations_csv
 from priors import load_bundled_sets
 
 DRAWS, TUNE, CHAINS = 1800, 300, 4
 
 
-def min_ess(scenario_set, posterior, emissions) -> float:
-    transitions = transition_draws(scenario_set, posterior)
-    alpha = filter_draws(transitions, emissions, np.asarray(scenario_set.prior))[:, -1, :]
+def min_ess(scenario_set, posterior, arrays) -> float:
+    alpha = filtered_draws(scenario_set, arrays, posterior)[1][:, -1, :]
     n_chains = posterior.sizes["chain"]
     chained = alpha.reshape(n_chains, -1, alpha.shape[-1])
     return float(np.min(az.ess(chained, method="bulk")))
@@ -43,7 +42,7 @@ def main() -> None:
     fit(scenario_set, evidence, cache=cache)  # compile once
     compiled = next(iter(cache._models.values()))
     model = compiled.model
-    emissions = np.ascontiguousarray(model["log_emission"].get_value())
+    arrays = EvidenceArrays.select(scenario_set, evidence)
     print(f"\n(e) ESS/s of the scenario probabilities, {CHAINS} chains × {DRAWS} draws "
           f"(+{TUNE} tuning)")
     rows = []
@@ -51,7 +50,7 @@ def main() -> None:
     trace = nutpie.sample(compiled.nutpie_model, draws=DRAWS, tune=TUNE, chains=CHAINS,
                           cores=2, seed=1, progress_bar=False)
     seconds = time.perf_counter() - started
-    ess = min_ess(scenario_set, trace["posterior"], emissions)
+    ess = min_ess(scenario_set, trace["posterior"], arrays)
     rows.append(("nutpie (numba, compiled once)", seconds, ess))
     with model:
         started = time.perf_counter()
@@ -59,7 +58,7 @@ def main() -> None:
                           nuts_sampler="pymc", progressbar=False,
                           compute_convergence_checks=False)
         seconds = time.perf_counter() - started
-    ess = min_ess(scenario_set, trace["posterior"], emissions)
+    ess = min_ess(scenario_set, trace["posterior"], arrays)
     rows.append(("PyMC NUTS (compiles per call)", seconds, ess))
     baseline = rows[1][2] / rows[1][1]
     for name, seconds, ess in rows:

@@ -1,6 +1,11 @@
 """The Bayesian core: model, exact oracle, fitting and diagnostics. Pure: no I/O, no clock."""
 
-from forecast.exact import ExactPosterior, exact_posterior
+from forecast.exact import (
+    ExactDynamicPosterior,
+    ExactPosterior,
+    exact_dynamic_posterior,
+    exact_posterior,
+)
 from forecast.exceptions import FitFailed, FitRejected, ForecastError
 from forecast.fit import (
     DEFAULT_CACHE,
@@ -17,12 +22,20 @@ from forecast.fit import (
 )
 from forecast.hmm import forward_filter
 from forecast.inputs import evidence_through, set_evidence
-from forecast.model import EvidenceArrays, build_model, log_emission, log_marginal, period_loglik
+from forecast.model import (
+    EvidenceArrays,
+    build_model,
+    log_emission,
+    log_marginal,
+    period_loglik,
+    regime_loglik,
+)
 
 __all__ = [
     "DEFAULT_CACHE",
     "Diagnostics",
     "EvidenceArrays",
+    "ExactDynamicPosterior",
     "ExactPosterior",
     "Fit",
     "FitFailed",
@@ -36,6 +49,7 @@ __all__ = [
     "build_model",
     "diagnose",
     "evidence_through",
+    "exact_dynamic_posterior",
     "exact_posterior",
     "fit",
     "forward_filter",
@@ -43,5 +57,6 @@ __all__ = [
     "log_emission",
     "log_marginal",
     "period_loglik",
+    "regime_loglik",
     "set_evidence",
 ]

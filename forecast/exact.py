@@ -108,60 +108,92 @@ def exact_posterior(scenario_set: ScenarioSet, evidence: Evidence) -> ExactPoste
     return ExactPosterior(probability=probability, log_marginal=log_m, posterior_mean=post_mean)
 
 
-KIND_PARAMETER_NAMES = {"count": "rate", "milestone": "hazard", "signal": "level"}
+@dataclass(frozen=True)
+class ExactDynamicPosterior:
+    """The exact answer of the dynamic model, by summing over every scenario path.
 
-
-def conditional_draws(scenario_set: ScenarioSet, counts: np.ndarray, exposure: np.ndarray,
-                      sumsq: np.ndarray, n_chains: int, n_draws: int,
-                      rng: np.random.Generator) -> dict[str, tuple[tuple[str, ...], list[str],
-                                                                   np.ndarray]]:
-    """Exact iid draws of each indicator's parameter given each scenario (conjugate forms).
-
-    θ[j, k] | y, "k in force" is Gamma(α + C, β + E) for counts, Beta(a + S, b + F) for
-    milestones and Normal for signals; no sampler is needed for them.
-
-    Parameters
+    Attributes
     ----------
-    scenario_set : ScenarioSet
-        Supplies kinds and prior parameters.
-    counts, exposure, sumsq : numpy.ndarray
-        (T, J) the set's evidence columns, in the set's indicator order.
-    n_chains, n_draws : int
-        Shape of the draws (to sit beside MCMC draws in one DataTree).
-    rng : numpy.random.Generator
-        Source of randomness.
-
-    Returns
-    -------
-    dict
-        ``name → (dims, indicator ids, values)`` with values of shape
-        (n_chains, n_draws, J_kind, K), for ``rate``, ``hazard`` and ``level``.
+    probability : numpy.ndarray
+        (K,) ``P(z_T = k | y_1..T)``, the nowcast.
+    path : numpy.ndarray
+        (T, K) smoothed ``P(z_t = k | y_1..T)``.
+    posterior_mean : numpy.ndarray
+        (J, K) posterior mean of each indicator's parameter *while k is in force* (the prior
+        mean where a path never visits k).
 
     """
-    out = {}
-    n_total, e_total = counts.sum(axis=0), exposure.sum(axis=0)
-    shape = (n_chains, n_draws)
-    for kind, name in KIND_PARAMETER_NAMES.items():
-        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
-        if not idx:
-            continue
-        blocks = []
-        for j in idx:
-            spec = scenario_set.indicators[j]
-            n, e = n_total[j], e_total[j]
-            if kind == "count":
-                draw = rng.gamma(spec.alpha + n, 1.0 / (spec.beta + e),
-                                 size=shape + (spec.alpha.size,))
-            elif kind == "milestone":
-                draw = rng.beta(spec.alpha + n, spec.beta + (e - n),
-                                size=shape + (spec.alpha.size,))
-            else:
-                precision = 1.0 / spec.beta**2 + e / spec.noise_sd**2
-                mean = (spec.alpha / spec.beta**2 + n / spec.noise_sd**2) / precision
-                draw = rng.normal(mean, 1.0 / np.sqrt(precision),
-                                  size=shape + (spec.alpha.size,))
-            blocks.append(draw)
-        values = np.stack(blocks, axis=2)
-        out[name] = (("chain", "draw", f"{kind}_indicator", "scenario"),
-                     [scenario_set.indicators[j].id for j in idx], values)
-    return out
+
+    probability: np.ndarray
+    path: np.ndarray
+    posterior_mean: np.ndarray
+
+
+def _pooled(spec, n: np.ndarray, e: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log marginal likelihood and posterior mean of pooled statistics (vectorised over K)."""
+    if spec.kind == "count":
+        return (log_marginal_count(spec.alpha, spec.beta, n, e),
+                (spec.alpha + n) / (spec.beta + e))
+    if spec.kind == "milestone":
+        return (log_marginal_milestone(spec.alpha, spec.beta, n, e - n),
+                (spec.alpha + n) / (spec.alpha + spec.beta + e))
+    prec = 1 / spec.beta**2 + e / spec.noise_sd**2
+    return (log_marginal_signal(spec.alpha, spec.beta, spec.noise_sd, e, n, q),
+            (spec.alpha / spec.beta**2 + n / spec.noise_sd**2) / prec)
+
+
+def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
+                            max_paths: int = 200_000) -> ExactDynamicPosterior:
+    """Exact posterior of the dynamic model, by enumerating every scenario path.
+
+    Everything but the path integrates in closed form. Given a path z, each scenario's
+    parameters see only the periods z spends in it (the conjugate marginal of the pooled
+    statistics), and each Dirichlet transition row integrates to a Dirichlet–multinomial of
+    the path's transition counts::
+
+        p(z | y) ∝ P(z_1) · Π_rows B(c_i + N_i(z)) / B(c_i) · Π_k Π_j m_jk(y_{t: z_t = k})
+
+    Independent of the PyMC model, the forward algorithm and the sampler; exponential in the
+    number of periods, so for small test problems only.
+
+    Raises
+    ------
+    ValueError
+        If K^T exceeds ``max_paths``.
+
+    """
+    from forecast.model import transition_rows  # the rows' definition, not their sampling
+
+    k = len(scenario_set.scenarios)
+    t_len = len(evidence.grid)
+    if k**t_len > max_paths:
+        raise ValueError(f"{k}^{t_len} paths exceed max_paths={max_paths}")
+    cols = [evidence.column(spec.id) for spec in scenario_set.indicators]
+    counts, exposure = evidence.counts[:, cols], evidence.exposure[:, cols]
+    sumsq = evidence.sumsq[:, cols]
+    allowed = np.eye(k, dtype=bool)
+    rows = transition_rows(scenario_set)
+    for row, columns, _ in rows:
+        allowed[row, columns] = True
+    paths = np.stack(np.meshgrid(*[np.arange(k)] * t_len, indexing="ij"),
+                     axis=-1).reshape(-1, t_len)
+    log_p = np.log(scenario_set.prior)[paths[:, 0]]
+    if t_len > 1:
+        src, dst = paths[:, :-1], paths[:, 1:]
+        log_p = np.where(allowed[src, dst].all(axis=1), log_p, -np.inf)
+        for row, columns, concentration in rows:
+            moves = np.stack([((src == row) & (dst == c)).sum(axis=1) for c in columns], axis=1)
+            log_p = log_p + (gammaln(concentration + moves).sum(axis=1)
+                             - gammaln(concentration.sum() + moves.sum(axis=1))
+                             + gammaln(concentration.sum()) - gammaln(concentration).sum())
+    one_hot = np.eye(k)[paths]  # (P, T, K): which scenario holds in each period
+    pooled = [np.einsum("ptk,tj->pjk", one_hot, x) for x in (counts, exposure, sumsq)]
+    means = np.empty((paths.shape[0], len(scenario_set.indicators), k))
+    for j, spec in enumerate(scenario_set.indicators):
+        log_m, means[:, j] = _pooled(spec, *(x[:, j] for x in pooled))
+        log_p = log_p + log_m.sum(axis=1)
+    weight = np.exp(log_p - logsumexp(log_p))
+    path = np.einsum("p,ptk->tk", weight, one_hot)
+    return ExactDynamicPosterior(
+        probability=path[-1] if t_len else np.asarray(scenario_set.prior, dtype=float),
+        path=path, posterior_mean=np.einsum("p,pjk->jk", weight, means))

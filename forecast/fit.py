@@ -15,17 +15,23 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from typing import Any
 
-import arviz as az
 import numpy as np
 import nutpie
 import pytensor
 import xarray as xr
+from arviz_stats.base import array_stats
 
-from forecast.exact import conditional_draws
 from forecast.exceptions import FitFailed
 from forecast.hmm import forward_filter
 from forecast.horizon import Draws, outlook_summary, transition_draws
-from forecast.model import EvidenceArrays, build_model, log_emission
+from forecast.model import (
+    KIND_PARAMETER,
+    EvidenceArrays,
+    build_model,
+    log_emission,
+    regime_loglik,
+    transition_rows,
+)
 from forecast.ops import filter_draws
 from indicators import Evidence
 from priors import ScenarioSet
@@ -40,7 +46,7 @@ class SamplerSettings:
     draws: int = 1000
     tune: int = 500
     dynamic_draws: int = 1800  # per chain for learned transitions (MCSE ≈ 0.0043 at K = 4)
-    dynamic_tune: int = 300  # nutpie adapts the 10-dim transition posterior quickly
+    dynamic_tune: int = 300
     max_draws: int = 8000  # per chain, when more draws are needed to meet the MCSE gate
     chains: int = 4
     cores: int = 2
@@ -181,11 +187,6 @@ class _Compiled:
         """Names of the data the compiled sampler reads (unused data are pruned)."""
         return {var.name for var in self.nutpie_model.shared_var_keys}
 
-    @property
-    def samples_parameters(self) -> bool:
-        """Whether NUTS samples the per-scenario parameters (else they are drawn exactly)."""
-        return any(name in self.model.named_vars for name in ("rate", "hazard", "level"))
-
 
 class ModelCache:
     """Compiled models kept per scenario set (by content hash); thread-safe.
@@ -218,10 +219,7 @@ class ModelCache:
                 log_emission(scenario_set, counts, exposure, sumsq),
                 on_unused_input="ignore",  # sumsq is unused when a set has no signal
             )
-            arrays = EvidenceArrays.select(scenario_set, evidence)
-            model = build_model(scenario_set, evidence, dynamic=dynamic,
-                                emission=emission_fn(arrays.counts, arrays.exposure,
-                                                     arrays.sumsq))
+            model = build_model(scenario_set, evidence, dynamic=dynamic)
             nutpie_model = nutpie.compile_pymc_model(model)
             compiled = _Compiled(model, nutpie_model, emission_fn)
             self._models[key] = compiled
@@ -245,8 +243,7 @@ def _constant(values: np.ndarray) -> bool:
     return bool(np.all(values == values.reshape(-1)[0])) if values.size else True
 
 
-def diagnose(datatree: Any, gate: GateSettings,
-             exact: tuple[str, ...] = ()) -> tuple[Diagnostics, np.ndarray]:
+def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray]:
     """Apply the gate to a sampler run.
 
     Scenario probabilities that are identical in every draw are exact (the collapsed static
@@ -261,32 +258,27 @@ def diagnose(datatree: Any, gate: GateSettings,
 
     """
     posterior = datatree["posterior"]
-    skip = (PROBABILITY, "log_marginal", *exact)
-    sampled = [name for name in posterior.data_vars
-               if name not in skip and posterior[name].size]
-    rhats, esss = [], []
-    if sampled:
-        rhat = az.rhat(datatree, var_names=sampled)
-        ess = az.ess(datatree, var_names=sampled, method="bulk")
-        rhats += [float(np.nanmax(rhat[v].values)) for v in sampled]
-        esss += [float(np.nanmin(ess[v].values)) for v in sampled]
+    n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    sampled = [posterior[name].values.reshape(n_chains, n_draws, -1)
+               for name in posterior.data_vars
+               if name not in (PROBABILITY, "log_marginal") and posterior[name].size]
     prob = posterior[PROBABILITY].values  # (chain, draw, K)
-    n_draws = prob.shape[0] * prob.shape[1]
     mcse = np.zeros(prob.shape[-1])
     varying = [k for k in range(prob.shape[-1]) if not _constant(prob[..., k])]
+    # one stacked (chain, draw, quantity) array: ArviZ's array functions once, not per variable
+    stacked = np.concatenate(sampled + [prob[..., varying]], axis=2)
+    rhats: list[float] = []
+    esss: list[float] = []
+    if stacked.shape[2]:
+        rhats = list(array_stats.rhat(stacked, chain_axis=0, draw_axis=1))
+        esss = list(array_stats.ess(stacked, chain_axis=0, draw_axis=1, method="bulk"))
     if varying:
-        prob_rhat = az.rhat(datatree, var_names=[PROBABILITY])[PROBABILITY].values
-        prob_ess = az.ess(datatree, var_names=[PROBABILITY], method="bulk")[PROBABILITY].values
-        prob_mcse = az.mcse(datatree, var_names=[PROBABILITY])[PROBABILITY].values
-        for k in varying:
-            rhats.append(float(prob_rhat[k]))
-            esss.append(float(prob_ess[k]))
-            mcse[k] = float(prob_mcse[k])
+        mcse[varying] = array_stats.mcse(prob[..., varying], chain_axis=0, draw_axis=1)
     else:
-        esss.append(float(n_draws))
+        esss.append(float(n_chains * n_draws))
     divergences = int(datatree["sample_stats"]["diverging"].values.sum())
-    max_rhat = max(rhats) if rhats else 1.0
-    min_ess = min(esss) if esss else float(n_draws)
+    max_rhat = float(np.nanmax(rhats)) if rhats else 1.0
+    min_ess = float(np.nanmin(esss)) if esss else float(n_chains * n_draws)
     failures = []
     if not np.isfinite(max_rhat) or max_rhat > gate.max_rhat:
         failures.append(f"r_hat {max_rhat:.4f} > {gate.max_rhat}")
@@ -300,6 +292,29 @@ def diagnose(datatree: Any, gate: GateSettings,
         max_rhat=round(max_rhat, 6), min_ess_bulk=round(min_ess, 1), divergences=divergences,
         max_mcse=float(mcse.max()), passed=not failures, failures=tuple(failures),
     ), mcse
+
+
+def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
+                   posterior: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-draw transition matrices and filtered probabilities of a dynamic fit.
+
+    Rao-Blackwellised: ``P(z_t | y_1..t, A_s, θ_s)`` in closed form for each posterior draw
+    s, so the path's Monte Carlo error is only that of (A, θ).
+
+    Returns
+    -------
+    transitions : (S, K, K) ndarray
+    filtered : (S, T, K) ndarray
+
+    """
+    transitions = transition_draws(scenario_set, posterior)
+    n_samples = transitions.shape[0]
+    theta = {name: posterior[name].values.reshape(n_samples, *posterior[name].shape[2:])
+             for name in KIND_PARAMETER.values() if name in posterior}
+    emissions = regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np)
+    filtered = filter_draws(transitions, np.ascontiguousarray(emissions),
+                            np.asarray(scenario_set.prior, dtype=float))
+    return transitions, filtered
 
 
 def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | None = None,
@@ -341,14 +356,11 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     if seed is None:
         seed = _seed_for(evidence_hash, scenario_set.content_hash)
 
-    dynamic = bool(settings.dynamic and scenario_set.dynamics is not None)
+    dynamic = bool(settings.dynamic and transition_rows(scenario_set))
     say("model warm" if cache.has(scenario_set, dynamic) else "compiling")
     compiled, compile_s = cache.get(scenario_set, evidence, dynamic=dynamic)
-    emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
     data = {name: value for name, value in arrays.as_data().items()
             if name in compiled.data_names}
-    if "log_emission" in compiled.data_names:
-        data["log_emission"] = emissions
     nutpie_model = compiled.nutpie_model.with_data(**data)
     k = len(scenario_set.scenarios)
     draws_per_chain = settings.sampler.dynamic_draws if dynamic else settings.sampler.draws
@@ -370,20 +382,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         say("filtering")
         posterior = datatree["posterior"]
         n_chains = posterior.sizes["chain"]
-        exact_vars: tuple[str, ...] = ()
-        if not compiled.samples_parameters:
-            rng = np.random.default_rng(seed)
-            draws_of = conditional_draws(
-                scenario_set, arrays.counts, arrays.exposure, arrays.sumsq, n_chains,
-                posterior.sizes["draw"], rng)
-            exact_vars = tuple(draws_of)  # iid conjugate draws: nothing to diagnose
-            for name, (dims, ids, values) in draws_of.items():
-                posterior[name] = xr.DataArray(values, dims=dims, coords={
-                    dims[2]: ids, "scenario": list(scenario_set.scenario_ids)})
         if dynamic:
-            transitions = transition_draws(scenario_set, posterior)
-            filtered = filter_draws(transitions, np.ascontiguousarray(emissions),
-                                    np.asarray(scenario_set.prior, dtype=float))
+            transitions, filtered = filtered_draws(scenario_set, arrays, posterior)
             if filtered.shape[1] == 0:
                 alpha = np.broadcast_to(scenario_set.prior, (transitions.shape[0], k)).copy()
             else:
@@ -394,10 +394,11 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                 dims=("chain", "draw", "scenario"),
                 coords={"scenario": list(scenario_set.scenario_ids)})
         else:
+            emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
             path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
             alpha = posterior[PROBABILITY].values.reshape(-1, k)
             transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
-        diagnostics, mcse = diagnose(datatree, settings.gate, exact=exact_vars)
+        diagnostics, mcse = diagnose(datatree, settings.gate)
         # Monte Carlo error shrinks as 1/sqrt(draws): when precision is all that is missing,
         # draw more (up to max_draws) instead of rejecting a converged fit.
         only_mcse = diagnostics.failures and all(f.startswith("MCSE")

@@ -14,6 +14,10 @@ Structure (see docs/decisions/001-collapsed-estimator.md):
   conditional posteriors, each unimodal), which predictions and summaries need. Sampling them
   jointly with a latent scenario would create one posterior mode per scenario, where NUTS gets
   stuck (design.md, "The estimator is the hard part").
+* With learned transitions (``dynamics:``) the scenario changes over time and θ[j, k] is the
+  parameter *while k is in force*: the emissions are the per-period likelihoods given θ
+  (`regime_loglik`), the path is summed out by the forward algorithm, and NUTS samples θ with
+  the transition rows (docs/decisions/005).
 
 Nothing here touches a database, the network or the clock.
 """
@@ -186,9 +190,50 @@ def transition_rows(scenario_set: ScenarioSet) -> list[tuple[int, list[int], np.
     return rows
 
 
+def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=pt):
+    """Per-period log likelihood of the evidence given each scenario's own parameters.
+
+    The term of the forward algorithm when the parameters are sampled: period t under
+    scenario k contributes ``Σ_j log p(y_tj | θ[j, k])``. Terms that depend neither on θ nor on
+    k (``log n!``, the signal's ``Σ w y²``) are dropped: they shift every scenario of a period
+    alike, which leaves the filter and the gradient unchanged. Each kind's term is linear in
+    the statistics, so it is two matrix products per kind.
+
+    Parameters
+    ----------
+    scenario_set : ScenarioSet
+        Supplies each indicator's kind and, for signals, the known noise.
+    counts, exposure : array_like or TensorVariable
+        (T, J) the set's evidence columns.
+    parameters : mapping
+        ``rate`` / ``hazard`` / ``level`` → (..., J_kind, K) values, one entry per kind present.
+    math : module
+        ``pytensor.tensor`` inside the model, ``numpy`` for posterior draws.
+
+    Returns
+    -------
+    (..., T, K) array or TensorVariable
+
+    """
+    total = 0.0
+    for kind, name in KIND_PARAMETER.items():
+        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+        if not idx:
+            continue
+        theta = parameters[name]
+        n, e = counts[:, idx], exposure[:, idx]
+        if kind == "count":
+            total = total + n @ math.log(theta) - e @ theta
+        elif kind == "milestone":
+            total = total + n @ math.log(theta) + (e - n) @ math.log1p(-theta)
+        else:
+            noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
+            total = total + (n / noise_var) @ theta - (e / (2 * noise_var)) @ theta**2
+    return total
+
+
 def build_model(scenario_set: ScenarioSet, evidence: Evidence,
-                dynamic: bool | None = None, emission: np.ndarray | None = None,
-                conditionals: bool | None = None) -> pm.Model:
+                dynamic: bool | None = None) -> pm.Model:
     """Build the Signpost model of one scenario set on one evidence snapshot.
 
     Parameters
@@ -198,32 +243,33 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
     evidence : Evidence
         Must hold every indicator of the set; other columns are ignored.
     dynamic : bool or None, optional
-        Learn the transition matrix (default: whenever the set has ``dynamics:``). Without
-        it the transitions are the identity and the scenario probability is exact.
-    emission : numpy.ndarray or None, optional
-        (T, K) the collapsed log emissions of ``evidence`` (`log_emission`), when the
-        caller has computed them already; dynamic models take them as data.
-    conditionals : bool or None, optional
-        Include the per-scenario parameters θ[j, k] as sampled variables (default: only in
-        the static model). They are independent of the transitions in the posterior and
-        conjugate, so the dynamic fit draws them exactly (`forecast.exact.conditional_draws`)
-        and leaves NUTS the transition rows alone.
+        Learn the transition matrix (default: whenever the set's dynamics allow a move).
+        Without it the transitions are the identity and the scenario probability is exact.
 
     Returns
     -------
     pymc.Model
-        Data ``counts``, ``exposure``, ``sumsq`` (and ``log_emission`` when dynamic); free
-        variables ``rate``, ``hazard``, ``level`` (one per kind present, dims
-        (kind_indicator, scenario)) and, when dynamic, one Dirichlet
-        ``transition_<scenario>`` per free row; deterministics ``log_marginal`` (indicator,
-        scenario) and, when static, ``scenario_probability`` (scenario).
+        Data ``counts``, ``exposure``, ``sumsq``; free variables ``rate``, ``hazard``,
+        ``level`` (one per kind present, dims (kind_indicator, scenario)) and, when dynamic,
+        one Dirichlet ``transition_<scenario>`` per free row; deterministics ``log_marginal``
+        (indicator, scenario) and, when static, ``scenario_probability`` (scenario).
+
+    Notes
+    -----
+    Static: the scenario never changes, its probability is the closed-form
+    ``softmax(log prior + Σ_j log m[j, k])``, and NUTS samples θ[j, k] given "k in force"
+    (conjugate, unimodal). Dynamic: θ[j, k] is the parameter *while k is in force*, learned
+    only from the periods the path spends in k; the path is summed out by the forward
+    algorithm (a numba Op with its analytic gradient) and NUTS samples θ with the transition
+    rows. Pooling all periods into every θ_k, as the collapsed emissions of the static model
+    do, lets a scenario's parameter learn from evidence produced under another and makes
+    forecasts under-confident (docs/decisions/005).
 
     """
+    rows = transition_rows(scenario_set)
     if dynamic is None:
-        dynamic = scenario_set.dynamics is not None
-    if conditionals is None:
-        # a dynamic set whose transitions are all fixed has nothing else to sample
-        conditionals = not dynamic or not transition_rows(scenario_set)
+        dynamic = bool(rows)
+    dynamic = dynamic and bool(rows)  # a set whose scenarios cannot move is static
     arrays = EvidenceArrays.select(scenario_set, evidence)
     kinds = [spec.kind for spec in scenario_set.indicators]
     coords: dict[str, list[str]] = {
@@ -245,52 +291,54 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
             "log_marginal", log_marginal(scenario_set, total_n, total_e, total_q),
             dims=("indicator", "scenario"),
         )
+        parameters = {}
+        for kind, name in KIND_PARAMETER.items():
+            idx = [j for j, k in enumerate(kinds) if k == kind]
+            if not idx:
+                continue
+            specs = [scenario_set.indicators[j] for j in idx]
+            alpha = np.stack([s.alpha for s in specs])
+            beta = np.stack([s.beta for s in specs])
+            dims = (f"{kind}_indicator", "scenario")
+            if kind == "count":
+                parameters[name] = pm.Gamma(name, alpha=alpha, beta=beta, dims=dims)
+            elif kind == "milestone":
+                parameters[name] = pm.Beta(name, alpha=alpha, beta=beta, dims=dims)
+            else:
+                parameters[name] = pm.Normal(name, mu=alpha, sigma=beta, dims=dims)
+
         if dynamic:
-            # Only the transitions are sampled for the scenario path: the emissions are the
-            # collapsed sequential predictive densities, data-only, so the forward algorithm
-            # (a numba Op with its analytic gradient) needs nothing else.
             n_scenarios = len(scenario_set.scenarios)
             transition = pt.eye(n_scenarios)
-            for row, columns, concentration in transition_rows(scenario_set):
+            for row, columns, concentration in rows:
                 source = scenario_set.scenario_ids[row]
                 dim = f"from_{source}"
                 model.add_coord(dim, [scenario_set.scenario_ids[c] for c in columns])
                 free = pm.Dirichlet(f"transition_{source}", a=concentration, dims=dim)
                 transition = pt.set_subtensor(transition[row, columns], free)
-            # The collapsed emissions depend on the data alone, so they enter as data: each
-            # gradient then costs one forward-backward pass, not T·J·K log-gamma terms.
-            if emission is None:
-                emission = log_emission(scenario_set, arrays.counts, arrays.exposure,
-                                        arrays.sumsq).eval()
-            emission_data = pm.Data("log_emission", np.asarray(emission, dtype=float))
+            emission = regime_loglik(scenario_set, counts, exposure, parameters)
             pm.Potential("regime_likelihood",
-                         hmm_loglik(transition, emission_data, np.asarray(scenario_set.prior)))
+                         hmm_loglik(transition, emission, np.asarray(scenario_set.prior)))
         else:
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
                              dims="scenario")
-
-        for kind, name in KIND_PARAMETER.items():
-            idx = [j for j, k in enumerate(kinds) if k == kind]
-            if not idx or not conditionals:
-                continue
-            specs = [scenario_set.indicators[j] for j in idx]
-            alpha = np.stack([s.alpha for s in specs])
-            beta = np.stack([s.beta for s in specs])
-            n = total_n[idx][:, None]
-            e = total_e[idx][:, None]
-            dims = (f"{kind}_indicator", "scenario")
-            if kind == "count":
-                theta = pm.Gamma(name, alpha=alpha, beta=beta, dims=dims)
-                pm.Potential(f"{kind}_likelihood", (n * pt.log(theta) - e * theta).sum())
-            elif kind == "milestone":
-                theta = pm.Beta(name, alpha=alpha, beta=beta, dims=dims)
-                pm.Potential(f"{kind}_likelihood",
-                             (n * pt.log(theta) + (e - n) * pt.log1p(-theta)).sum())
-            else:
-                noise_var = np.array([s.noise_sd**2 for s in specs])[:, None]
-                theta = pm.Normal(name, mu=alpha, sigma=beta, dims=dims)
-                q = total_q[idx][:, None]
-                pm.Potential(f"{kind}_likelihood",
-                             (-(q - 2 * theta * n + theta**2 * e) / (2 * noise_var)).sum())
+            # θ[j, k] given "k in force throughout": the conjugate likelihood of the totals
+            for kind, name in KIND_PARAMETER.items():
+                if name not in parameters:
+                    continue
+                idx = [j for j, k in enumerate(kinds) if k == kind]
+                theta = parameters[name]
+                n = total_n[idx][:, None]
+                e = total_e[idx][:, None]
+                if kind == "count":
+                    loglik = n * pt.log(theta) - e * theta
+                elif kind == "milestone":
+                    loglik = n * pt.log(theta) + (e - n) * pt.log1p(-theta)
+                else:
+                    noise_var = np.array([scenario_set.indicators[j].noise_sd**2
+                                          for j in idx])[:, None]
+                    q = total_q[idx][:, None]
+                    loglik = -(q - 2 * theta * n + theta**2 * e) / (2 * noise_var)
+                pm.Potential(f"{kind}_likelihood", loglik.sum())
     return model

@@ -94,33 +94,33 @@ def forward_backward(transition, log_emission, prior):
 
 @numba.njit(cache=True)
 def filter_draws(transitions, log_emission, prior):
-    """Filtered probabilities for many transition matrices at once.
+    """Filtered probabilities for many posterior draws at once.
 
     Parameters
     ----------
     transitions : (S, K, K) ndarray
         One transition matrix per draw.
-    log_emission : (T, K) ndarray
-        Log emission density of each period under each state.
+    log_emission : (S, T, K) ndarray
+        Log emission density of each period under each state, per draw.
     prior : (K,) ndarray
         Initial state probabilities.
 
     Returns
     -------
     (S, T, K) ndarray
-        ``P(z_t = k | y_1..t, A_s)``.
+        ``P(z_t = k | y_1..t, A_s, θ_s)``.
 
     """
     n_draws = transitions.shape[0]
-    n_periods, k = log_emission.shape
+    n_periods, k = log_emission.shape[1], log_emission.shape[2]
     out = np.empty((n_draws, n_periods, k))
     for s in range(n_draws):
         predicted = prior.copy()
         for t in range(n_periods):
-            shift = log_emission[t].max()
+            shift = log_emission[s, t].max()
             total = 0.0
             for j in range(k):
-                out[s, t, j] = predicted[j] * np.exp(log_emission[t, j] - shift)
+                out[s, t, j] = predicted[j] * np.exp(log_emission[s, t, j] - shift)
                 total += out[s, t, j]
             for j in range(k):
                 out[s, t, j] /= total

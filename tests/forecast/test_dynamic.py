@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 
 import indicators
-from forecast import FitSettings, ModelCache, exact_posterior, fit, set_evidence
+from forecast import (
+    FitSettings,
+    ModelCache,
+    exact_dynamic_posterior,
+    exact_posterior,
+    fit,
+    set_evidence,
+)
 from indicators import load_catalog, read_observations_csv
 from priors import load_bundled_sets, parse_scenario_set
 
-from .conftest import ALL_KINDS, simulate
+from .conftest import ALL_KINDS, make_evidence, simulate
 
 pytestmark = pytest.mark.slow
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
@@ -68,29 +75,54 @@ def test_year_end_replays_pass_the_gate(convergence, observations, cache, year):
     assert result.diagnostics.passed, (year, result.diagnostics)
 
 
-def test_identity_transitions_reduce_to_the_static_answer():
+def test_a_set_whose_scenarios_cannot_move_is_fitted_exactly_as_static():
     text = ALL_KINDS.replace("indicators:", "dynamics:\n  stay: 1.0\nindicators:")
     scenario_set = parse_scenario_set(text)
     evidence = simulate(scenario_set, scenario=1, n_periods=30, rng=np.random.default_rng(9))
     result = fit(scenario_set, evidence, FitSettings(), cache=ModelCache())
-    assert result.sampler["transitions"] == "learned"  # the dynamic code path, A = I
+    assert result.sampler["transitions"] == "identity"  # nothing to learn
     np.testing.assert_allclose(result.probabilities,
                                exact_posterior(scenario_set, evidence).probability, atol=1e-10)
     assert result.diagnostics.max_mcse == 0.0
 
 
-def test_dynamic_fit_draws_the_parameters_exactly_from_their_conjugate_posteriors(
-        convergence, observations, cache):
-    evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
-    result = fit(convergence, evidence, FitSettings(), cache=cache)
-    oracle = exact_posterior(convergence, evidence)
+# Three scenarios that move freely, nine quarters (3^9 paths to enumerate): low activity for
+# four quarters, then high; the link milestone in quarter 7. Moderate evidence, so the answer
+# is far from both the prior and the static (no-change) posterior.
+MOVING = ALL_KINDS.replace("indicators:", """dynamics:
+  stay: 0.8
+  moves: {low: [mid, high], mid: [low, high], high: [low, mid]}
+  concentration: 10
+indicators:""")
+
+
+def _switching_evidence(scenario_set, rng):
+    path = np.array([0] * 4 + [2] * 5)
+    counts, exposure, sumsq = np.zeros((9, 3)), np.ones((9, 3)), np.zeros((9, 3))
+    counts[:, 0] = rng.poisson(np.where(path == 0, 0.8, 2.2))
+    counts[6, 1], exposure[7:, 1] = 1.0, 0.0
+    level = rng.normal(np.where(path == 0, 0.0, 1.5), 2.0)
+    counts[:, 2], sumsq[:, 2] = 0.85 * level, 0.85 * level**2  # graded B2: weight 0.7225
+    exposure[:, 2] = 0.85
+    return make_evidence(scenario_set, counts, exposure, sumsq)
+
+
+def test_dynamic_fit_equals_the_sum_over_every_scenario_path():
+    scenario_set = parse_scenario_set(MOVING)
+    evidence = _switching_evidence(scenario_set, np.random.default_rng(5))
+    oracle = exact_dynamic_posterior(scenario_set, evidence)
+    static = exact_posterior(scenario_set, evidence).probability
+    assert np.abs(oracle.probability - static).max() > 0.1  # the test can tell them apart
+    result = fit(scenario_set, evidence, FitSettings(), cache=ModelCache())
+    assert result.sampler["transitions"] == "learned"
+    assert result.diagnostics.passed, result.diagnostics
+    mcse = np.array([s.mcse for s in result.scenarios])
+    assert np.all(np.abs(result.probabilities - oracle.probability) <= 4 * mcse + 1e-3)
+    # θ[j, k] is the parameter while k is in force: its posterior mean pools, path by path,
+    # only the periods spent in k
     posterior = result.datatree["posterior"]
-    for kind, name in (("count", "rate"), ("milestone", "hazard")):
-        draws = posterior[name]
-        n = draws.sizes["chain"] * draws.sizes["draw"]
-        for j, spec in enumerate(convergence.indicators):
-            if spec.kind != kind:
-                continue
-            values = draws.sel({f"{kind}_indicator": spec.id}).values.reshape(n, -1)
-            tolerance = 5 * values.std(axis=0) / np.sqrt(n)
-            assert np.all(np.abs(values.mean(axis=0) - oracle.posterior_mean[j]) <= tolerance)
+    for j, (kind, name) in enumerate((("count", "rate"), ("milestone", "hazard"),
+                                      ("signal", "level"))):
+        draws = posterior[name].values.reshape(-1, 3)
+        se = draws.std(axis=0) / np.sqrt(result.diagnostics.min_ess_bulk)
+        assert np.all(np.abs(draws.mean(axis=0) - oracle.posterior_mean[j]) <= 5 * se), kind
