@@ -89,6 +89,8 @@ class ObservationMonthRow(Base):
     sum_wv: Mapped[float] = mapped_column(Float)
     sum_wvv: Mapped[float] = mapped_column(Float)
     max_w: Mapped[float] = mapped_column(Float)
+    # latest live date: evidence cut inside this month reads raw rows only if it is later
+    max_date: Mapped[date] = mapped_column(Date)
 
 
 class FitRow(Base):

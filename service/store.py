@@ -371,15 +371,17 @@ class Store:
 
     def _add_to_months(self, session, rows: list[ObservationRow]) -> None:
         """Add rows to the monthly sufficient statistics (atomic upserts, same transaction)."""
-        cells: dict[tuple[str, int], list[float]] = {}
+        cells: dict[tuple[str, int], list[Any]] = {}
         for r in rows:
-            cell = cells.setdefault((r.indicator, r.month_index), [0, 0.0, 0.0, 0.0, 0.0])
+            cell = cells.setdefault((r.indicator, r.month_index),
+                                    [0, 0.0, 0.0, 0.0, 0.0, r.date])
             w, v = r.weight, r.value
             cell[0] += 1
             cell[1] += w
             cell[2] += w * v
             cell[3] += w * v * v
             cell[4] = max(cell[4], w)
+            cell[5] = max(cell[5], r.date)
         if not cells:
             return
         table = ObservationMonthRow.__table__
@@ -389,9 +391,10 @@ class Store:
             larger = func.greatest
         else:
             from sqlalchemy.dialects.sqlite import insert
-            larger = func.max  # SQLite's two-argument max() is the scalar maximum
+            # SQLite's two-argument max() is the scalar maximum (of ISO date strings too)
+            larger = func.max
         values = [{"indicator": i, "month_index": m, "n_obs": c[0], "sum_w": c[1],
-                   "sum_wv": c[2], "sum_wvv": c[3], "max_w": c[4]}
+                   "sum_wv": c[2], "sum_wvv": c[3], "max_w": c[4], "max_date": c[5]}
                   for (i, m), c in sorted(cells.items())]  # sorted: one lock order
         statement = insert(table)
         excluded = statement.excluded
@@ -401,7 +404,8 @@ class Store:
                   "sum_w": table.c.sum_w + excluded.sum_w,
                   "sum_wv": table.c.sum_wv + excluded.sum_wv,
                   "sum_wvv": table.c.sum_wvv + excluded.sum_wvv,
-                  "max_w": larger(table.c.max_w, excluded.max_w)})
+                  "max_w": larger(table.c.max_w, excluded.max_w),
+                  "max_date": larger(table.c.max_date, excluded.max_date)})
         for chunk in range(0, len(values), 500):
             session.execute(statement, values[chunk:chunk + 500])
 
@@ -414,7 +418,7 @@ class Store:
         w, v = ObservationRow.weight, ObservationRow.value
         stats = session.execute(
             select(func.count(ObservationRow.id), func.sum(w), func.sum(w * v),
-                   func.sum(w * v * v), func.max(w))
+                   func.sum(w * v * v), func.max(w), func.max(ObservationRow.date))
             .where(ObservationRow.indicator == indicator, ObservationRow.month_index == month,
                    ObservationRow.retracted_at.is_(None))).one()
         session.execute(delete(ObservationMonthRow).where(
@@ -423,7 +427,8 @@ class Store:
         if stats[0]:
             session.add(ObservationMonthRow(indicator=indicator, month_index=month,
                                             n_obs=stats[0], sum_w=stats[1], sum_wv=stats[2],
-                                            sum_wvv=stats[3], max_w=stats[4]))
+                                            sum_wvv=stats[3], max_w=stats[4],
+                                            max_date=stats[5]))
 
     def count_observations(self, include_retracted: bool = True) -> int:
         """How many observations are stored."""
@@ -488,9 +493,11 @@ class Store:
     def evidence(self, scenario_set: ScenarioSet, as_of: date | None = None) -> Evidence:
         """The set's evidence through ``as_of`` (default today), by SQL aggregation.
 
-        Complete months come from ``observation_months`` (kept by every insert and
-        retraction); the month holding ``as_of`` is aggregated from its raw rows, cut at that
-        day. The work depends on periods × indicators, not on the number of rows.
+        Months come from ``observation_months`` (kept by every insert and retraction),
+        including the month holding ``as_of`` when none of its live rows is later than that
+        day. Only an indicator whose cell of that month holds later rows is aggregated from
+        its raw rows, cut at that day. The work depends on periods × indicators, not on the
+        number of rows.
         """
         as_of = as_of or self.today()
         through = evidence_through(scenario_set, as_of)
@@ -498,6 +505,7 @@ class Store:
         months = grid.months_per_period
         first = month_index(period_floor(scenario_set.period, scenario_set.start)) // months
         last_month = month_index(through)
+        last_period = last_month // months - first
         ids = scenario_set.indicator_ids
         # Months before the one holding `through`: the kept monthly statistics.
         m = ObservationMonthRow
@@ -509,21 +517,31 @@ class Store:
             .where(m.indicator.in_(ids), m.month_index < last_month)
             .group_by(m.indicator, period)
         )
-        # The month holding `through`, cut at that day: raw rows (one month at most).
-        o = ObservationRow
-        w, v = o.weight, o.value
+        # The month holding `through`: one kept cell per indicator at most.
         current = (
-            select(o.indicator, ((o.month_index // months) - first).label("period"),
-                   func.count(o.id).label("n_obs"), func.sum(w).label("sum_w"),
-                   func.sum(w * v).label("sum_wv"), func.sum(w * v * v).label("sum_wvv"),
-                   func.max(w).label("max_w"))
-            .where(o.indicator.in_(ids), o.retracted_at.is_(None),
-                   o.month_index == last_month, o.date <= through)
-            .group_by(o.indicator, o.month_index)
+            select(m.indicator, m.n_obs, m.sum_w, m.sum_wv, m.sum_wvv, m.max_w, m.max_date)
+            .where(m.indicator.in_(ids), m.month_index == last_month)
         )
         with self.Session() as session:
             rows = [dict(r._mapping) for r in session.execute(complete)]
-            rows += [dict(r._mapping) for r in session.execute(current)]
+            late = []
+            for r in session.execute(current):
+                cell = dict(r._mapping)
+                if cell.pop("max_date") > through:
+                    late.append(cell["indicator"])
+                else:
+                    rows.append(cell | {"period": last_period})
+            if late:
+                # cells holding rows after `through`: their raw rows, cut at that day
+                o = ObservationRow
+                w, v = o.weight, o.value
+                rows += [dict(r._mapping) | {"period": last_period} for r in session.execute(
+                    select(o.indicator, func.count(o.id).label("n_obs"),
+                           func.sum(w).label("sum_w"), func.sum(w * v).label("sum_wv"),
+                           func.sum(w * v * v).label("sum_wvv"), func.max(w).label("max_w"))
+                    .where(o.indicator.in_(late), o.retracted_at.is_(None),
+                           o.month_index == last_month, o.date <= through)
+                    .group_by(o.indicator))]
         for row in rows:
             row["period"] = int(row["period"])
         return evidence_from_aggregates(grid, scenario_set.catalog_indicators, rows,

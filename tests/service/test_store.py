@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic import command
+from sqlalchemy import event, inspect, text
 
 import indicators
 from forecast import set_evidence
 from indicators import read_observations_csv
+from service import migrate
+from service.db import ObservationMonthRow
 from service.errors import BadRequest, Conflict, NotFound
-from service.store import Store
+from service.store import Store, month_index
 
 TODAY = date(2025, 12, 31)
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
@@ -135,6 +139,147 @@ def test_evidence_counts_current_period_exposure(store):
     assert evidence.counts[-1, col] == 1.0
     assert evidence.exposure[-1, col] == pytest.approx(46 / 92)  # Oct 1 .. Nov 15 of 92 days
     assert evidence.counts[:-1, col].sum() == 0 and evidence.exposure[:-1, col].min() == 1.0
+
+
+# Rows of November 2025 on both sides of the 15th (and a December one), posted out of date
+# order so the upsert has to keep the larger max_date.
+NOVEMBER = [
+    {"indicator": "joint_exercise", "date": "2025-11-20", "grade": "B2"},
+    {"indicator": "joint_exercise", "date": "2025-11-03", "grade": "A1"},
+    {"indicator": "joint_patrol", "date": "2025-11-05", "grade": "A1"},
+    {"indicator": "satellite_cueing", "date": "2025-11-25"},
+    {"indicator": "joint_patrol", "date": "2025-10-12", "grade": "C3"},
+    {"indicator": "joint_exercise", "date": "2025-12-02", "grade": "A1"},
+]
+NOVEMBER_AS_OF = [date(2025, 10, 31), date(2025, 11, 2), date(2025, 11, 3), date(2025, 11, 15),
+                  date(2025, 11, 19), date(2025, 11, 20), date(2025, 11, 25), date(2025, 11, 30),
+                  date(2025, 12, 2), TODAY]
+
+
+def _raw_reads(store):
+    """Statements run on ``store`` that read the raw ``observations`` table."""
+    seen = []
+
+    def record(_conn, _cursor, statement, *_args):  # noqa: ANN001
+        if "observations" in statement:
+            seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    return seen
+
+
+def _max_date(store, indicator, day):
+    with store.Session() as session:
+        cell = session.get(ObservationMonthRow, (indicator, month_index(day)))
+        return None if cell is None else cell.max_date
+
+
+def _assert_evidence_equal(from_sql, from_rows):
+    assert from_sql.hash() == from_rows.hash()
+    np.testing.assert_allclose(from_sql.counts, from_rows.counts)
+    np.testing.assert_allclose(from_sql.exposure, from_rows.exposure)
+    np.testing.assert_allclose(from_sql.sumsq, from_rows.sumsq)
+
+
+def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store):
+    scenario_set = store.get_set("sino-russian-convergence")
+    observations = [store.validate(data) for data in NOVEMBER]
+    for data in NOVEMBER[:4]:  # one by one: each upsert meets the cell the last one made
+        store.add_observation(data)
+    store.add_observations(observations[4:])
+    assert _max_date(store, "joint_exercise", date(2025, 11, 1)) == date(2025, 11, 20)
+    assert _max_date(store, "joint_patrol", date(2025, 11, 1)) == date(2025, 11, 5)
+    raw = _raw_reads(store)
+    for as_of in NOVEMBER_AS_OF:
+        raw.clear()
+        from_sql = store.evidence(scenario_set, as_of)
+        _assert_evidence_equal(from_sql, set_evidence(scenario_set, observations, as_of,
+                                                      grades=store.grades))
+        # raw rows only while some cell of the month holding as_of has rows after it (a
+        # cell whose latest row is on as_of itself is complete)
+        late = as_of in (date(2025, 11, 2), date(2025, 11, 3), date(2025, 11, 15),
+                         date(2025, 11, 19), date(2025, 11, 20))
+        assert bool(raw) == late, (as_of, raw)
+    mid = store.evidence(scenario_set, date(2025, 11, 15))
+    exercise, cueing = mid.column("joint_exercise"), mid.column("satellite_cueing")
+    assert mid.counts[-1, exercise] == 1.0  # the A1 row of the 3rd, not the B2 of the 20th
+    assert mid.counts[-1, cueing] == 0.0
+    end = store.evidence(scenario_set, date(2025, 11, 30))
+    assert end.counts[-1, exercise] == pytest.approx(1 + 0.85 * 0.85)
+    assert end.counts[-1, cueing] == pytest.approx(0.85 * 0.85)
+
+
+def test_retracting_the_latest_row_of_a_month_lowers_max_date(store):
+    scenario_set = store.get_set("sino-russian-convergence")
+    rows = [store.add_observation(data)[0] for data in NOVEMBER]
+    latest = next(r for r in rows if r["date"] == "2025-11-20")
+    store.retract(latest["id"], "duplicate")
+    assert _max_date(store, "joint_exercise", date(2025, 11, 1)) == date(2025, 11, 3)
+    live = [store.validate(data) for data in NOVEMBER if data["date"] != "2025-11-20"]
+    raw = _raw_reads(store)
+    for as_of in NOVEMBER_AS_OF:
+        _assert_evidence_equal(store.evidence(scenario_set, as_of),
+                               set_evidence(scenario_set, live, as_of, grades=store.grades))
+    raw.clear()
+    store.evidence(scenario_set, date(2025, 11, 19))  # only satellite_cueing (25th) is later
+    assert len(raw) == 1
+    # retracting a month's only row removes its cell
+    only = next(r for r in rows if r["indicator"] == "satellite_cueing")
+    store.retract(only["id"], "wrong")
+    assert _max_date(store, "satellite_cueing", date(2025, 11, 1)) is None
+    live = [obs for obs in live if obs.indicator != "satellite_cueing"]
+    raw.clear()
+    from_sql = store.evidence(scenario_set, date(2025, 11, 15))
+    assert raw == []
+    _assert_evidence_equal(from_sql, set_evidence(scenario_set, live, date(2025, 11, 15),
+                                                  grades=store.grades))
+
+
+def _migrate_to(store, revision, down=False):
+    config = migrate.alembic_config(store.engine.url.render_as_string(hide_password=False))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def _month_columns(store):
+    return {c["name"] for c in inspect(store.engine).get_columns("observation_months")}
+
+
+def test_migration_0003_backfills_max_date_from_live_rows(db_url):
+    clock = Clock()
+    store = Store(db_url, clock=clock, today=TODAY)
+    _migrate_to(store, "0001")
+    observations = [store.validate(data) for data in NOVEMBER]
+    retracted = store._row(store.validate({"indicator": "joint_patrol", "date": "2025-11-28"}),
+                           "", None)
+    retracted.retracted_at, retracted.retraction_reason = clock(), "wrong"
+    with store.Session.begin() as session:  # rows stored before the monthly statistics
+        session.add_all([store._row(obs, "", None) for obs in observations] + [retracted])
+    _migrate_to(store, "0002")  # 0002 backfills the monthly statistics
+    assert migrate.current_revision(store.engine) == "0002"
+    assert "max_date" not in _month_columns(store)
+    store.migrate()
+    assert store.migrations_current() and "max_date" in _month_columns(store)
+    assert not next(c for c in inspect(store.engine).get_columns("observation_months")
+                    if c["name"] == "max_date")["nullable"]
+    assert _max_date(store, "joint_exercise", date(2025, 11, 1)) == date(2025, 11, 20)
+    assert _max_date(store, "joint_patrol", date(2025, 11, 1)) == date(2025, 11, 5)  # not 28
+    assert _max_date(store, "joint_patrol", date(2025, 10, 1)) == date(2025, 10, 12)
+    assert _max_date(store, "joint_exercise", date(2025, 12, 1)) == date(2025, 12, 2)
+    store.load_bundled_sets()
+    scenario_set = store.get_set("sino-russian-convergence")
+    for as_of in NOVEMBER_AS_OF:
+        _assert_evidence_equal(store.evidence(scenario_set, as_of),
+                               set_evidence(scenario_set, observations, as_of,
+                                            grades=store.grades))
+    # and back down: the column goes, the statistics stay
+    _migrate_to(store, "0002", down=True)
+    assert "max_date" not in _month_columns(store)
+    with store.engine.connect() as connection:
+        kept = connection.execute(text("SELECT SUM(n_obs) FROM observation_months")).scalar()
+    assert kept == len(NOVEMBER)
+    store.dispose()
 
 
 def test_lease_is_exclusive_until_it_expires(store):
