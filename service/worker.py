@@ -8,10 +8,9 @@ fit is recorded as failed.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
@@ -26,18 +25,22 @@ from priors import parse_scenario_set
 _CACHE = ModelCache()
 
 
-def _die_with_parent() -> None:
-    """Linux: receive SIGTERM when the parent dies (e.g. kill -9 of the server)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass
+def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit as soon as the parent is gone (``getppid`` changes), e.g. after kill -9.
+
+    Not ``PR_SET_PDEATHSIG``: it fires when the parent *thread* that spawned the worker ends
+    (a request thread, say), killing a worker whose server lives on, and it misses a parent
+    that died before the worker set it.
+    """
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(interval)
 
 
-def _init_worker() -> None:
-    _die_with_parent()
+def _init_worker(parent_pid: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="watch-parent").start()
 
 
 def run_fit_job(set_yaml: str, set_source: str, evidence: dict[str, Any],
@@ -93,7 +96,8 @@ class WorkerPool:
         with self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
-                    max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker)
+                    max_workers=1, mp_context=get_context("spawn"), initializer=_init_worker,
+                    initargs=(os.getpid(),))
             return self._executor
 
     def submit(self, *args: Any) -> Future:
