@@ -30,7 +30,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from forecast.ops import hmm_loglik
+from forecast.ops import regime_hmm_loglik
 from indicators import Evidence
 from priors import ScenarioSet
 
@@ -232,6 +232,24 @@ def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=
     return total
 
 
+def _regime_likelihood(scenario_set: ScenarioSet, transition, parameters, counts, exposure):
+    """``log p(y | A, θ)`` through the fused `RegimeHMM` Op (the math of `regime_loglik`)."""
+    k = len(scenario_set.scenarios)
+    args = []
+    for kind, name in KIND_PARAMETER.items():
+        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+        theta = parameters.get(name, pt.zeros((0, k)))
+        n = counts[:, idx] if idx else counts[:, :0]
+        e = exposure[:, idx] if idx else exposure[:, :0]
+        if kind == "signal" and idx:
+            noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
+            n, e = n / noise_var, e / (2 * noise_var)
+        args.append((theta, n, e))
+    (rate, n_c, e_c), (hazard, n_m, e_m), (level, n_s, e_s) = args
+    return regime_hmm_loglik(transition, np.asarray(scenario_set.prior, dtype=float), rate,
+                             hazard, level, n_c, e_c, n_m, e_m, n_s, e_s)
+
+
 def build_model(scenario_set: ScenarioSet, evidence: Evidence,
                 dynamic: bool | None = None) -> pm.Model:
     """Build the Signpost model of one scenario set on one evidence snapshot.
@@ -260,8 +278,10 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
     ``softmax(log prior + Σ_j log m[j, k])``, and NUTS samples θ[j, k] given "k in force"
     (conjugate, unimodal). Dynamic: θ[j, k] is the parameter *while k is in force*, learned
     only from the periods the path spends in k; the path is summed out by the forward
-    algorithm (a numba Op with its analytic gradient) and NUTS samples θ with the transition
-    rows. Pooling all periods into every θ_k, as the collapsed emissions of the static model
+    algorithm and NUTS samples θ with the transition rows; emissions, forward–backward and the
+    gradient w.r.t. (A, θ) are one numba Op (`forecast.ops.RegimeHMM`).
+
+    Pooling all periods into every θ_k, as the collapsed emissions of the static model
     do, lets a scenario's parameter learn from evidence produced under another and makes
     forecasts under-confident (docs/decisions/005).
 
@@ -316,9 +336,8 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
                 model.add_coord(dim, [scenario_set.scenario_ids[c] for c in columns])
                 free = pm.Dirichlet(f"transition_{source}", a=concentration, dims=dim)
                 transition = pt.set_subtensor(transition[row, columns], free)
-            emission = regime_loglik(scenario_set, counts, exposure, parameters)
-            pm.Potential("regime_likelihood",
-                         hmm_loglik(transition, emission, np.asarray(scenario_set.prior)))
+            pm.Potential("regime_likelihood", _regime_likelihood(
+                scenario_set, transition, parameters, counts, exposure))
         else:
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),

@@ -18,10 +18,10 @@ from forecast.horizon import (
     state_forecast,
     timing,
 )
-from forecast.model import EvidenceArrays
-from forecast.ops import filter_draws, forward_backward
+from forecast.model import EvidenceArrays, regime_loglik
+from forecast.ops import filter_draws, forward_backward, regime_forward_backward
 
-from .conftest import make_evidence
+from .conftest import make_evidence, simulate
 
 
 def pinned(alpha, transition, n=8):
@@ -175,3 +175,37 @@ def test_milestone_reported_before_the_window_is_read_as_having_happened(milesto
     assert milestones["radar"]["occurred"]["period"] == arrays.labels[2]
     assert milestones["radar"]["occurred"]["before_window"] is False
     assert milestones["command"]["occurred"] is None and 0 < milestones["command"]["p_by_end"]
+
+
+def test_fused_regime_op_equals_emissions_plus_forward_backward(all_kinds_set):
+    """`RegimeHMM` = `regime_loglik` + forward–backward; its θ gradient = finite differences."""
+    rng = np.random.default_rng(8)
+    evidence = simulate(all_kinds_set, scenario=2, n_periods=25, rng=rng, weight=0.85)
+    arrays = EvidenceArrays.select(all_kinds_set, evidence)
+    alpha, transition = random_chain(rng, k=3)
+    theta = {"rate": np.array([[0.8, 1.2, 2.1]]), "hazard": np.array([[0.01, 0.04, 0.09]]),
+             "level": np.array([[0.1, 0.6, 1.4]])}
+    noise_var = all_kinds_set.indicators[2].noise_sd ** 2
+    stats = (arrays.counts[:, :1], arrays.exposure[:, :1], arrays.counts[:, 1:2],
+             arrays.exposure[:, 1:2], arrays.counts[:, 2:] / noise_var,
+             arrays.exposure[:, 2:] / (2 * noise_var))
+
+    def fused(values):
+        return regime_forward_backward(transition, alpha, values["rate"], values["hazard"],
+                                       values["level"], *stats)
+
+    loglik, d_a, d_p, *d_theta = fused(theta)
+    log_b = regime_loglik(all_kinds_set, arrays.counts, arrays.exposure, theta, math=np)
+    expected = forward_backward(transition, log_b, alpha)
+    assert loglik == pytest.approx(expected[0], rel=1e-12)
+    np.testing.assert_allclose(d_a, expected[1], rtol=1e-10)
+    np.testing.assert_allclose(d_p, expected[3], rtol=1e-10)
+    eps = 1e-7
+    for (name, values), grad in zip(theta.items(), d_theta, strict=True):
+        for k in range(3):
+            up = {**theta, name: values.copy()}
+            down = {**theta, name: values.copy()}
+            up[name][0, k] += eps
+            down[name][0, k] -= eps
+            numeric = (fused(up)[0] - fused(down)[0]) / (2 * eps)
+            assert grad[0, k] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (name, k)
