@@ -49,7 +49,7 @@ bench-core: install
 	$(BIN)/python bench/core_fit.py
 
 bench-replays: install
-	$(BIN)/python bench/replay_series.py
+	$(BIN)/python -m bench.replay_series
 
 bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays
 

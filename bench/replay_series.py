@@ -1,6 +1,7 @@
 """What Signpost would have said at the end of each year: the convergence set's replay series.
 
-Run: ``.venv/bin/python bench/replay_series.py`` (``make bench-replays``). Fits the bundled
+Run: ``make bench-replays`` (``python -m bench.replay_series``: as a script, ``bench/http.py``
+would shadow the standard library's ``http``). Fits the bundled
 convergence set (learned transitions) on the sample observations as of 31 December of each year
 2015–2025, one warm model, and prints the nowcast, P(integrated_ew or deeper by 2030), the
 gate verdict and the fit time of each.

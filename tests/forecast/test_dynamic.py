@@ -11,6 +11,7 @@ import pytest
 
 import indicators
 from forecast import (
+    DEFAULT_CACHE,
     FitSettings,
     ModelCache,
     exact_dynamic_posterior,
@@ -41,7 +42,8 @@ def observations():
 
 @pytest.fixture(scope="module")
 def cache():
-    return ModelCache()
+    """The process-wide cache: `tests/test_bundled.py` fits the same compiled model."""
+    return DEFAULT_CACHE
 
 
 def test_dynamic_fit_of_the_convergence_set_passes_the_full_gate(convergence, observations,
