@@ -23,9 +23,8 @@ from datetime import date
 
 import numpy as np
 
-from bench.common import SAMPLE, TODAY, hardware
+from bench.common import TODAY, hardware, sample_store
 from forecast import FitSettings, ModelCache, SamplerSettings, fit
-from indicators import read_observations_csv
 from service.db import ObservationRow
 from service.store import Store, month_index
 
@@ -63,12 +62,10 @@ def fill(store: Store, n: int, indicators: list[str], rng: np.random.Generator,
                 store._add_to_months(session, rows)
 
 
-def fill_same_evidence(store: Store, n: int, indicators: list[str],
-                       rng: np.random.Generator) -> None:
-    """The sample observations, then n − 96 rows that are not evidence of the window."""
-    observations, _ = read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
-    store.add_observations(observations, analyst="bench")
-    rest = n - len(observations)
+def fill_history_and_retractions(store: Store, n: int, indicators: list[str],
+                                 rng: np.random.Generator) -> None:
+    """Top the store up to n rows with rows that are not evidence of any set's window."""
+    rest = n - store.count_observations()
     start = min(store.get_set(i).start for i in SET_IDS)  # history before every window
     fill(store, rest // 2, indicators, rng, start=date(start.year - 20, 1, 1),
          end=date(start.year - 1, 12, 31))
@@ -102,13 +99,17 @@ def main() -> None:
         baseline: dict[str, float] = {}
         for n in SIZES:
             with tempfile.TemporaryDirectory() as tmp:
-                store = Store(f"sqlite:///{tmp}/rows.db", today=TODAY)
-                store.migrate()
-                store.load_bundled_sets()
+                url = f"sqlite:///{tmp}/rows.db"
+                if filling == "same evidence":  # the sample observations, then filler
+                    store = sample_store(url)
+                else:
+                    store = Store(url, today=TODAY)
+                    store.migrate()
+                    store.load_bundled_sets()
                 counts = sorted({i.id for set_id in SET_IDS
                                  for i in store.get_set(set_id).indicators if i.kind == "count"})
                 if filling == "same evidence":
-                    fill_same_evidence(store, n, counts, rng)
+                    fill_history_and_retractions(store, n, counts, rng)
                 else:
                     fill(store, n, counts, rng)
                 for set_id in SET_IDS:

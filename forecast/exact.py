@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import betaln, gammaln, logsumexp
 
+from forecast.model import transition_rows
 from indicators import Evidence
 from priors import ScenarioSet
 
@@ -162,8 +163,6 @@ def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
         If K^T exceeds ``max_paths``.
 
     """
-    from forecast.model import transition_rows  # the rows' definition, not their sampling
-
     k = len(scenario_set.scenarios)
     t_len = len(evidence.grid)
     if k**t_len > max_paths:

@@ -181,7 +181,7 @@ def library_versions() -> dict[str, str]:
 class _Compiled:
     model: Any
     nutpie_model: Any
-    emission_fn: Callable[..., np.ndarray]
+    emission_fn: Callable[..., np.ndarray] | None  # static models only
 
     @property
     def data_names(self) -> set[str]:
@@ -213,13 +213,15 @@ class ModelCache:
             if compiled is not None:
                 return compiled, 0.0
             started = time.perf_counter()
-            counts, exposure, sumsq = (pytensor.tensor.matrix(n) for n in
-                                       ("counts", "exposure", "sumsq"))
-            emission_fn = pytensor.function(
-                [counts, exposure, sumsq],
-                log_emission(scenario_set, counts, exposure, sumsq),
-                on_unused_input="ignore",  # sumsq is unused when a set has no signal
-            )
+            emission_fn = None
+            if not dynamic:  # the static path's filtered history (dynamic fits filter per draw)
+                counts, exposure, sumsq = (pytensor.tensor.matrix(n) for n in
+                                           ("counts", "exposure", "sumsq"))
+                emission_fn = pytensor.function(
+                    [counts, exposure, sumsq],
+                    log_emission(scenario_set, counts, exposure, sumsq),
+                    on_unused_input="ignore",  # sumsq is unused when a set has no signal
+                )
             model = build_model(scenario_set, evidence, dynamic=dynamic)
             nutpie_model = nutpie.compile_pymc_model(model)
             compiled = _Compiled(model, nutpie_model, emission_fn)

@@ -37,6 +37,11 @@ from priors import ScenarioSet
 KIND_PARAMETER = {"count": "rate", "milestone": "hazard", "signal": "level"}
 
 
+def kind_columns(scenario_set: ScenarioSet, kind: str) -> list[int]:
+    """Positions of the set's indicators of one kind, in the set's order."""
+    return [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+
+
 @dataclass(frozen=True)
 class EvidenceArrays:
     """The set's columns of an Evidence object, in the set's indicator order."""
@@ -217,7 +222,7 @@ def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=
     """
     total = 0.0
     for kind, name in KIND_PARAMETER.items():
-        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+        idx = kind_columns(scenario_set, kind)
         if not idx:
             continue
         theta = parameters[name]
@@ -237,7 +242,7 @@ def _regime_likelihood(scenario_set: ScenarioSet, transition, parameters, counts
     k = len(scenario_set.scenarios)
     args = []
     for kind, name in KIND_PARAMETER.items():
-        idx = [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
+        idx = kind_columns(scenario_set, kind)
         theta = parameters.get(name, pt.zeros((0, k)))
         n = counts[:, idx] if idx else counts[:, :0]
         e = exposure[:, idx] if idx else exposure[:, :0]
@@ -291,7 +296,6 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         dynamic = bool(rows)
     dynamic = dynamic and bool(rows)  # a set whose scenarios cannot move is static
     arrays = EvidenceArrays.select(scenario_set, evidence)
-    kinds = [spec.kind for spec in scenario_set.indicators]
     coords: dict[str, list[str]] = {
         "scenario": list(scenario_set.scenario_ids),
         "indicator": list(scenario_set.indicator_ids),
@@ -313,7 +317,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         )
         parameters = {}
         for kind, name in KIND_PARAMETER.items():
-            idx = [j for j, k in enumerate(kinds) if k == kind]
+            idx = kind_columns(scenario_set, kind)
             if not idx:
                 continue
             specs = [scenario_set.indicators[j] for j in idx]
@@ -342,22 +346,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
                              dims="scenario")
-            # θ[j, k] given "k in force throughout": the conjugate likelihood of the totals
-            for kind, name in KIND_PARAMETER.items():
-                if name not in parameters:
-                    continue
-                idx = [j for j, k in enumerate(kinds) if k == kind]
-                theta = parameters[name]
-                n = total_n[idx][:, None]
-                e = total_e[idx][:, None]
-                if kind == "count":
-                    loglik = n * pt.log(theta) - e * theta
-                elif kind == "milestone":
-                    loglik = n * pt.log(theta) + (e - n) * pt.log1p(-theta)
-                else:
-                    noise_var = np.array([scenario_set.indicators[j].noise_sd**2
-                                          for j in idx])[:, None]
-                    q = total_q[idx][:, None]
-                    loglik = -(q - 2 * theta * n + theta**2 * e) / (2 * noise_var)
-                pm.Potential(f"{kind}_likelihood", loglik.sum())
+            # θ[j, k] given "k in force throughout": the likelihood of the totals, as one period
+            pm.Potential("parameter_likelihood", regime_loglik(
+                scenario_set, total_n[None, :], total_e[None, :], parameters).sum())
     return model

@@ -1,9 +1,10 @@
 """The HMM log-likelihood as a PyTensor Op with an analytic gradient, compiled with numba.
 
 A ``pytensor.scan`` forward pass costs ~130 µs per gradient and a minute to compile
-(design.md); this Op runs a scaled forward–backward pass in numba: the log-likelihood, and its
-exact gradient from the posterior marginals — expected transition counts for ``A``, smoothed
-state probabilities for the log emissions, the first smoothed state for the prior.
+(design.md); `RegimeHMM` runs a scaled forward–backward pass in numba: the log-likelihood, and
+its exact gradient from the posterior marginals — expected transition counts for ``A``,
+smoothed state probabilities times each period's derivative for θ, the first smoothed state
+for the prior. `filter_draws` filters many posterior draws at once.
 """
 
 from __future__ import annotations
@@ -135,72 +136,6 @@ def filter_draws(transitions, log_emission, prior):
     return out
 
 
-class HMMForwardBackward(Op):
-    """One forward–backward pass: ``log p(y)`` and its derivatives, as four outputs.
-
-    The log-likelihood's gradient is read off the same pass (no second call), so NUTS pays one
-    pass per log-density-and-gradient evaluation.
-    """
-
-    __props__ = ()
-
-    def make_node(self, transition, log_emission, prior):
-        """Apply to (A, log_emission, prior), all float64."""
-        inputs = [pt.as_tensor(x, dtype="float64") for x in (transition, log_emission, prior)]
-        outputs = [pt.scalar(dtype="float64")] + [x.type() for x in inputs]
-        return Apply(self, inputs, outputs)
-
-    def perform(self, node, inputs, outputs):
-        """Evaluate in Python (non-numba backends)."""
-        loglik, d_a, d_b, d_p = forward_backward(
-            *(np.asarray(x, dtype=np.float64) for x in inputs))
-        outputs[0][0] = np.asarray(loglik, dtype=np.float64)
-        outputs[1][0], outputs[2][0], outputs[3][0] = d_a, d_b, d_p
-
-    def pullback(self, inputs, outputs, cotangents):
-        """Gradient of the log-likelihood output: the cotangent times the derivatives."""
-        g = cotangents[0]
-        for other in cotangents[1:]:
-            if not isinstance(other.type, DisconnectedType):
-                return [grad_not_implemented(self, i, x) for i, x in enumerate(inputs)]
-        if isinstance(g.type, DisconnectedType):
-            return [DisconnectedType()() for _ in inputs]
-        return [g * outputs[1], g * outputs[2], g * outputs[3]]
-
-    def connection_pattern(self, node):
-        """Every output depends on every input."""
-        return [[True] * len(node.outputs) for _ in node.inputs]
-
-
-_forward_backward_op = HMMForwardBackward()
-
-
-def hmm_loglik(transition, log_emission, prior):
-    """``log p(y_1..T)`` of an HMM (differentiable in all three inputs).
-
-    Parameters
-    ----------
-    transition : TensorVariable
-        (K, K) row-stochastic transition matrix.
-    log_emission : TensorVariable
-        (T, K) log emission densities.
-    prior : TensorVariable
-        (K,) initial state probabilities.
-
-    """
-    return _forward_backward_op(transition, log_emission, prior)[0]
-
-
-@register_funcify_default_op_cache_key(HMMForwardBackward)
-def _numba_forward_backward(op, node, **kwargs):
-    @numba.njit
-    def forward_backward_numba(transition, log_emission, prior):
-        loglik, d_a, d_b, d_p = forward_backward(transition, log_emission, prior)
-        return np.asarray(loglik), d_a, d_b, d_p
-
-    return forward_backward_numba
-
-
 @numba.njit(cache=True)
 def regime_forward_backward(transition, prior, rate, hazard, level, n_count, e_count,
                             n_milestone, e_milestone, n_signal, e_signal):
@@ -278,9 +213,9 @@ def regime_forward_backward(transition, prior, rate, hazard, level, n_count, e_c
 class RegimeHMM(Op):
     """``log p(y)`` of the dynamic model given (A, θ), and its gradient, in one numba pass.
 
-    One Op instead of the emission graph plus `HMMForwardBackward`: the same numbers, a fifth of
-    the work per gradient and far less to compile (`tests/forecast/test_horizon.py` holds it
-    against `regime_loglik` + `hmm_loglik` and finite differences).
+    One Op instead of an emission graph feeding a forward–backward Op: the same numbers and far
+    less to compile (`tests/forecast/test_horizon.py` holds it against `regime_loglik` +
+    `forward_backward` and finite differences).
     """
 
     __props__ = ()
