@@ -44,12 +44,20 @@ def kind_columns(scenario_set: ScenarioSet, kind: str) -> list[int]:
 
 @dataclass(frozen=True)
 class EvidenceArrays:
-    """The set's columns of an Evidence object, in the set's indicator order."""
+    """The set's columns of an Evidence object, in the set's indicator order.
+
+    ``by_kind`` holds the same statistics split by indicator kind, each a contiguous
+    (T, J_kind) array, as the dynamic model's Op reads them: ``count_events``,
+    ``count_exposure``, ``milestone_events``, ``milestone_exposure``, and the signals' scaled
+    by their known noise, ``signal_events`` = ``Σ w y / σ²``, ``signal_exposure`` =
+    ``Σ w / (2 σ²)``.
+    """
 
     counts: np.ndarray
     exposure: np.ndarray
     sumsq: np.ndarray
     labels: tuple[str, ...]
+    by_kind: dict[str, np.ndarray]
 
     @classmethod
     def select(cls, scenario_set: ScenarioSet, evidence: Evidence) -> EvidenceArrays:
@@ -62,16 +70,29 @@ class EvidenceArrays:
 
         """
         cols = [evidence.column(i) for i in scenario_set.indicator_ids]
+        counts = np.ascontiguousarray(evidence.counts[:, cols], dtype=float)
+        exposure = np.ascontiguousarray(evidence.exposure[:, cols], dtype=float)
+        by_kind = {}
+        for kind in KIND_PARAMETER:
+            idx = kind_columns(scenario_set, kind)
+            events, exposed = counts[:, idx], exposure[:, idx]
+            if kind == "signal":
+                noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
+                events, exposed = events / noise_var, exposed / (2 * noise_var)
+            by_kind[f"{kind}_events"] = np.ascontiguousarray(events)
+            by_kind[f"{kind}_exposure"] = np.ascontiguousarray(exposed)
         return cls(
-            counts=np.ascontiguousarray(evidence.counts[:, cols], dtype=float),
-            exposure=np.ascontiguousarray(evidence.exposure[:, cols], dtype=float),
+            counts=counts,
+            exposure=exposure,
             sumsq=np.ascontiguousarray(evidence.sumsq[:, cols], dtype=float),
             labels=tuple(evidence.grid.labels),
+            by_kind=by_kind,
         )
 
     def as_data(self) -> dict[str, np.ndarray]:
         """The ``pm.Data`` values by name."""
-        return {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq}
+        return {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq,
+                **self.by_kind}
 
 
 def _betaln(a, b):
@@ -237,22 +258,21 @@ def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=
     return total
 
 
-def _regime_likelihood(scenario_set: ScenarioSet, transition, parameters, counts, exposure):
-    """``log p(y | A, θ)`` through the fused `RegimeHMM` Op (the math of `regime_loglik`)."""
+def _regime_likelihood(scenario_set: ScenarioSet, moves, parameters, by_kind):
+    """``log p(y | A, θ)`` through the fused `RegimeHMM` Op (the math of `regime_loglik`).
+
+    ``moves`` are the free rows of `transition_rows`, concatenated in that order; ``by_kind``
+    the statistics of `EvidenceArrays.by_kind`, as data.
+    """
     k = len(scenario_set.scenarios)
-    args = []
-    for kind, name in KIND_PARAMETER.items():
-        idx = kind_columns(scenario_set, kind)
-        theta = parameters.get(name, pt.zeros((0, k)))
-        n = counts[:, idx] if idx else counts[:, :0]
-        e = exposure[:, idx] if idx else exposure[:, :0]
-        if kind == "signal" and idx:
-            noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
-            n, e = n / noise_var, e / (2 * noise_var)
-        args.append((theta, n, e))
-    (rate, n_c, e_c), (hazard, n_m, e_m), (level, n_s, e_s) = args
-    return regime_hmm_loglik(transition, np.asarray(scenario_set.prior, dtype=float), rate,
-                             hazard, level, n_c, e_c, n_m, e_m, n_s, e_s)
+    rate, hazard, level = (parameters.get(name, pt.zeros((0, k)))
+                           for name in KIND_PARAMETER.values())
+    rows = [row for row, columns, _ in transition_rows(scenario_set) for _ in columns]
+    columns = [c for _, columns, _ in transition_rows(scenario_set) for c in columns]
+    statistics = [by_kind[f"{kind}_{part}"] for kind in KIND_PARAMETER
+                  for part in ("events", "exposure")]
+    return regime_hmm_loglik(moves, rows, columns, np.asarray(scenario_set.prior, dtype=float),
+                             rate, hazard, level, *statistics)
 
 
 def build_model(scenario_set: ScenarioSet, evidence: Evidence,
@@ -272,7 +292,8 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
     Returns
     -------
     pymc.Model
-        Data ``counts``, ``exposure``, ``sumsq``; free variables ``rate``, ``hazard``,
+        Data ``counts``, ``exposure``, ``sumsq`` (and, when dynamic, the per-kind statistics of
+        `EvidenceArrays.by_kind`); free variables ``rate``, ``hazard``,
         ``level`` (one per kind present, dims (kind_indicator, scenario)) and, when dynamic,
         one Dirichlet ``transition_<scenario>`` per free row; deterministics ``log_marginal``
         (indicator, scenario) and, when static, ``scenario_probability`` (scenario).
@@ -332,16 +353,16 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
                 parameters[name] = pm.Normal(name, mu=alpha, sigma=beta, dims=dims)
 
         if dynamic:
-            n_scenarios = len(scenario_set.scenarios)
-            transition = pt.eye(n_scenarios)
+            free_rows = []
             for row, columns, concentration in rows:
                 source = scenario_set.scenario_ids[row]
                 dim = f"from_{source}"
                 model.add_coord(dim, [scenario_set.scenario_ids[c] for c in columns])
-                free = pm.Dirichlet(f"transition_{source}", a=concentration, dims=dim)
-                transition = pt.set_subtensor(transition[row, columns], free)
+                free_rows.append(pm.Dirichlet(f"transition_{source}", a=concentration,
+                                              dims=dim))
+            by_kind = {name: pm.Data(name, value) for name, value in arrays.by_kind.items()}
             pm.Potential("regime_likelihood", _regime_likelihood(
-                scenario_set, transition, parameters, counts, exposure))
+                scenario_set, pt.concatenate(free_rows), parameters, by_kind))
         else:
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),

@@ -215,21 +215,38 @@ class RegimeHMM(Op):
 
     One Op instead of an emission graph feeding a forward–backward Op: the same numbers and far
     less to compile (`tests/forecast/test_horizon.py` holds it against `regime_loglik` +
-    `forward_backward` and finite differences).
+    `forward_backward` and finite differences). The transition matrix enters as its free
+    entries only (``moves``: the Dirichlet rows, concatenated), placed into the identity at
+    ``rows``/``columns`` inside the Op: building A in the graph with one ``set_subtensor`` per
+    row, and its gradient, cost more per evaluation than the whole forward–backward pass.
+
+    Parameters
+    ----------
+    rows, columns : tuple of int
+        Where each entry of ``moves`` goes in the (K, K) transition matrix; a row that appears
+        here is zero outside its listed columns, a row that does not is the identity's.
+
     """
 
-    __props__ = ()
-    n_parameters = 5  # transition, prior, rate, hazard, level; then six data inputs
+    __props__ = ("rows", "columns")
+    n_parameters = 5  # moves, prior, rate, hazard, level; then six data inputs
+
+    def __init__(self, rows: tuple[int, ...], columns: tuple[int, ...]):
+        self.rows = tuple(int(r) for r in rows)
+        self.columns = tuple(int(c) for c in columns)
+        super().__init__()
 
     def make_node(self, *inputs):
-        """Apply to (A, prior, rate, hazard, level, six statistics), all float64."""
+        """Apply to (moves, prior, rate, hazard, level, six statistics), all float64."""
         inputs = [pt.as_tensor(x, dtype="float64") for x in inputs]
         outputs = [pt.scalar(dtype="float64")] + [x.type() for x in inputs[:self.n_parameters]]
         return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, outputs):
         """Evaluate in Python (non-numba backends)."""
-        results = regime_forward_backward(*(np.asarray(x, dtype=np.float64) for x in inputs))
+        moves, *rest = (np.asarray(x, dtype=np.float64) for x in inputs)
+        results = regime_moves_forward_backward(moves, np.array(self.rows, dtype=np.int64),
+                                                np.array(self.columns, dtype=np.int64), *rest)
         outputs[0][0] = np.asarray(results[0], dtype=np.float64)
         for out, value in zip(outputs[1:], results[1:], strict=True):
             out[0] = value
@@ -253,24 +270,53 @@ class RegimeHMM(Op):
                 + [[True] + [False] * (n_out - 1) for _ in node.inputs[self.n_parameters:]])
 
 
-_regime_hmm_op = RegimeHMM()
+@numba.njit(cache=True)
+def regime_moves_forward_backward(moves, rows, columns, prior, rate, hazard, level, n_count,
+                                  e_count, n_milestone, e_milestone, n_signal, e_signal):
+    """`regime_forward_backward` with A given by its free entries (see `RegimeHMM`).
+
+    Returns
+    -------
+    loglik, d_moves, d_prior, d_rate, d_hazard, d_level
+
+    """
+    k = prior.shape[0]
+    transition = np.eye(k)
+    for i in range(rows.shape[0]):
+        transition[rows[i], rows[i]] = 0.0
+    for i in range(rows.shape[0]):
+        transition[rows[i], columns[i]] = moves[i]
+    loglik, d_transition, d_prior, d_rate, d_hazard, d_level = regime_forward_backward(
+        transition, prior, rate, hazard, level, n_count, e_count, n_milestone, e_milestone,
+        n_signal, e_signal)
+    d_moves = np.empty(rows.shape[0])
+    for i in range(rows.shape[0]):
+        d_moves[i] = d_transition[rows[i], columns[i]]
+    return loglik, d_moves, d_prior, d_rate, d_hazard, d_level
 
 
-def regime_hmm_loglik(transition, prior, rate, hazard, level, n_count, e_count, n_milestone,
-                      e_milestone, n_signal, e_signal):
-    """``log p(y_1..T | A, θ)`` of the dynamic model (differentiable in A, prior and θ)."""
-    return _regime_hmm_op(transition, prior, rate, hazard, level, n_count, e_count,
-                          n_milestone, e_milestone, n_signal, e_signal)[0]
+def regime_hmm_loglik(moves, rows, columns, prior, rate, hazard, level, n_count, e_count,
+                      n_milestone, e_milestone, n_signal, e_signal):
+    """``log p(y_1..T | A, θ)`` of the dynamic model (differentiable in the moves, prior, θ).
+
+    ``moves[i]`` is ``A[rows[i], columns[i]]``; rows not listed are the identity's.
+    """
+    op = RegimeHMM(tuple(rows), tuple(columns))
+    return op(moves, prior, rate, hazard, level, n_count, e_count, n_milestone, e_milestone,
+              n_signal, e_signal)[0]
 
 
 @register_funcify_default_op_cache_key(RegimeHMM)
 def _numba_regime_hmm(op, node, **kwargs):
+    rows = np.array(op.rows, dtype=np.int64)
+    columns = np.array(op.columns, dtype=np.int64)
+
     @numba.njit
-    def regime_hmm_numba(transition, prior, rate, hazard, level, n_count, e_count,
+    def regime_hmm_numba(moves, prior, rate, hazard, level, n_count, e_count,
                          n_milestone, e_milestone, n_signal, e_signal):
-        loglik, d_a, d_p, d_r, d_h, d_l = regime_forward_backward(
-            transition, prior, rate, hazard, level, n_count, e_count, n_milestone,
+        loglik, d_m, d_p, d_r, d_h, d_l = regime_moves_forward_backward(
+            moves, rows, columns, prior, rate, hazard, level, n_count, e_count, n_milestone,
             e_milestone, n_signal, e_signal)
-        return np.asarray(loglik), d_a, d_p, d_r, d_h, d_l
+        return np.asarray(loglik), d_m, d_p, d_r, d_h, d_l
 
     return regime_hmm_numba

@@ -42,7 +42,7 @@ class ServerProcess:
         self.log_path = var_dir / "server.log"
         # The compile cache this process uses, not the one `configure_compile_cache` may have
         # put in os.environ for a temporary var dir: a cold cache costs ~40 s per fit worker.
-        full_env = {**os.environ, "PYTENSOR_FLAGS": _shared_compiledir(),
+        full_env = {**os.environ, "PYTENSOR_FLAGS": shared_compiledir(),
                     "SIGNPOST_VAR_DIR": str(var_dir), **env}
         self._log = open(self.log_path, "ab")  # closed in stop()
         self.process = subprocess.Popen(
@@ -90,11 +90,17 @@ class ServerProcess:
         self._log.close()
 
 
-def _shared_compiledir() -> str:
-    """Keep the server's pytensor cache where this process has it (warm), not under tmp."""
+def shared_compiledir() -> str:
+    """``PYTENSOR_FLAGS`` that keep a child's compile cache where this process has it (warm)."""
     import pytensor
 
     return f"base_compiledir={pytensor.config.base_compiledir}"
+
+
+@pytest.fixture(scope="session")
+def pytensor_flags() -> str:
+    """``PYTENSOR_FLAGS`` for child processes: this run's compile cache."""
+    return shared_compiledir()
 
 
 def _serve() -> Iterator[Callable[..., ServerProcess]]:

@@ -209,3 +209,37 @@ def test_fused_regime_op_equals_emissions_plus_forward_backward(all_kinds_set):
             down[name][0, k] -= eps
             numeric = (fused(up)[0] - fused(down)[0]) / (2 * eps)
             assert grad[0, k] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (name, k)
+
+
+def test_regime_op_in_a_graph_places_the_moves_and_differentiates_them(all_kinds_set):
+    """The Op as the model uses it: A built from its free entries (row 1 absorbing), the value
+    equal to emissions + forward–backward on that A, and PyTensor's gradient w.r.t. every
+    parameter — moves included — equal to finite differences (`pytensor.gradient.verify_grad`)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from forecast.ops import regime_hmm_loglik
+
+    rng = np.random.default_rng(11)
+    arrays = EvidenceArrays.select(all_kinds_set, simulate(all_kinds_set, scenario=0,
+                                                           n_periods=20, rng=rng, weight=0.9))
+    rows, columns = [0, 0, 0, 2, 2], [0, 1, 2, 2, 0]  # row 1 is absorbing: the identity's
+    moves = np.array([0.8, 0.15, 0.05, 0.9, 0.1])
+    transition = np.eye(3)
+    transition[0] = [0.8, 0.15, 0.05]
+    transition[2] = [0.1, 0.0, 0.9]
+    prior = np.array([0.5, 0.3, 0.2])
+    theta = {"rate": np.array([[0.8, 1.2, 2.1]]), "hazard": np.array([[0.01, 0.04, 0.09]]),
+             "level": np.array([[0.1, 0.6, 1.4]])}
+    statistics = [arrays.by_kind[f"{kind}_{part}"] for kind in ("count", "milestone", "signal")
+                  for part in ("events", "exposure")]
+
+    def loglik(m, rate, hazard, level):
+        return regime_hmm_loglik(m, rows, columns, prior, rate, hazard, level, *statistics)
+
+    inputs = [pt.vector("m"), pt.matrix("rate"), pt.matrix("hazard"), pt.matrix("level")]
+    value = pytensor.function(inputs, loglik(*inputs))(moves, *theta.values())
+    log_b = regime_loglik(all_kinds_set, arrays.counts, arrays.exposure, theta, math=np)
+    assert value == pytest.approx(forward_backward(transition, log_b, prior)[0], rel=1e-12)
+    pytensor.gradient.verify_grad(loglik, [moves, *theta.values()], rng=rng, eps=1e-7,
+                                  abs_tol=1e-5, rel_tol=1e-5)
