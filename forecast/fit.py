@@ -264,7 +264,7 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     sampled = [posterior[name].values.reshape(n_chains, n_draws, -1)
                for name in posterior.data_vars
-               if name not in (PROBABILITY, "log_marginal") and posterior[name].size]
+               if name != PROBABILITY and posterior[name].size]
     prob = posterior[PROBABILITY].values  # (chain, draw, K)
     mcse = np.zeros(prob.shape[-1])
     varying = [k for k in range(prob.shape[-1]) if not _constant(prob[..., k])]

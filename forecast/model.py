@@ -295,8 +295,8 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         Data ``counts``, ``exposure``, ``sumsq`` (and, when dynamic, the per-kind statistics of
         `EvidenceArrays.by_kind`); free variables ``rate``, ``hazard``,
         ``level`` (one per kind present, dims (kind_indicator, scenario)) and, when dynamic,
-        one Dirichlet ``transition_<scenario>`` per free row; deterministics ``log_marginal``
-        (indicator, scenario) and, when static, ``scenario_probability`` (scenario).
+        one Dirichlet ``transition_<scenario>`` per free row; when static, the deterministic
+        ``scenario_probability`` (scenario).
 
     Notes
     -----
@@ -332,10 +332,6 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         sumsq = pm.Data("sumsq", arrays.sumsq)
 
         total_n, total_e, total_q = counts.sum(axis=0), exposure.sum(axis=0), sumsq.sum(axis=0)
-        log_m = pm.Deterministic(
-            "log_marginal", log_marginal(scenario_set, total_n, total_e, total_q),
-            dims=("indicator", "scenario"),
-        )
         parameters = {}
         for kind, name in KIND_PARAMETER.items():
             idx = kind_columns(scenario_set, kind)
@@ -364,6 +360,8 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
             pm.Potential("regime_likelihood", _regime_likelihood(
                 scenario_set, pt.concatenate(free_rows), parameters, by_kind))
         else:
+            # not a Deterministic: it is data, the same in every draw (ExactPosterior has it)
+            log_m = log_marginal(scenario_set, total_n, total_e, total_q)
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
                              dims="scenario")
