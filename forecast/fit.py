@@ -7,6 +7,8 @@ The sampler is nutpie on a model compiled once per scenario set and kept in a
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import hashlib
 import threading
 import time
@@ -20,6 +22,7 @@ import nutpie
 import pytensor
 import xarray as xr
 from arviz_stats.base import array_stats
+from scipy.optimize import minimize
 
 from forecast.exceptions import FitFailed
 from forecast.hmm import forward_filter
@@ -237,6 +240,57 @@ class ModelCache:
 DEFAULT_CACHE = ModelCache()
 
 
+def _posterior_mode(nutpie_model: Any, seed: int, starts: int = 6) -> np.ndarray:
+    """The highest mode of the sampler's log density, by L-BFGS from several starting points.
+
+    The log density and its gradient are nutpie's compiled C callback for this evidence — the
+    very function NUTS integrates — on the unconstrained space (Jacobians included). The
+    starts are PyMC's own jittered initial points, one per seed ``seed, seed + 1, …``.
+
+    Returns
+    -------
+    (n_dim,) ndarray
+        Unconstrained coordinates of the best optimum found.
+
+    """
+    callback = nutpie_model.compiled_logp_func.ctypes
+    n_dim = nutpie_model.n_dim
+    user_data = ctypes.c_void_p(nutpie_model.user_data.ctypes.data)
+    pointer = ctypes.POINTER(ctypes.c_double)
+    grad, logp = np.zeros(n_dim), np.zeros(())
+
+    def negative(x):
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        status = callback(n_dim, x.ctypes.data_as(pointer), grad.ctypes.data_as(pointer),
+                          logp.ctypes.data_as(pointer), user_data)
+        if status != 0:  # a non-finite density or gradient: push the line search back
+            return np.inf, np.zeros(n_dim)
+        return -float(logp), -grad
+
+    best = None
+    for i in range(starts):
+        start = np.asarray(nutpie_model.initial_point_func(seed + i), dtype=np.float64)
+        result = minimize(negative, start, jac=True, method="L-BFGS-B")
+        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+            best = result
+    if best is None:
+        raise FitFailed("no finite posterior mode from any starting point")
+    return best.x
+
+
+def _start_at_mode(nutpie_model: Any, mode: np.ndarray, jitter: float = 1.0) -> Any:
+    """The compiled model with every chain starting near ``mode``.
+
+    Each chain starts at ``mode`` + U(−jitter, jitter) noise (PyMC's own jitter width), drawn
+    from the seed nutpie passes per chain.
+    """
+    def initial_point(seed=None):
+        rng = np.random.default_rng(seed)
+        return np.ascontiguousarray(mode + rng.uniform(-jitter, jitter, mode.shape))
+
+    return dataclasses.replace(nutpie_model, initial_point_func=initial_point)
+
+
 def _seed_for(evidence_hash: str, set_hash: str) -> int:
     digest = hashlib.sha256(f"{set_hash}:{evidence_hash}".encode()).hexdigest()
     return int(digest[:8], 16)
@@ -365,6 +419,14 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     data = {name: value for name, value in arrays.as_data().items()
             if name in compiled.data_names}
     nutpie_model = compiled.nutpie_model.with_data(**data)
+    if dynamic:
+        # Chains started at PyMC's prior-centred points fell, about one in twenty, into a minor
+        # mode ~37 nats below the main one (the loose scenario stretched over every period)
+        # and stayed: negligible mass, yet a failed r_hat for one fit in five on the bundled
+        # set. Starting every chain at the best of several L-BFGS optima (~0.1 s) keeps them
+        # in the mode that holds the mass (docs/decisions/006).
+        say("finding the posterior mode")
+        nutpie_model = _start_at_mode(nutpie_model, _posterior_mode(nutpie_model, seed))
     k = len(scenario_set.scenarios)
     draws_per_chain = settings.sampler.dynamic_draws if dynamic else settings.sampler.draws
     tune = settings.sampler.dynamic_tune if dynamic else settings.sampler.tune
@@ -439,7 +501,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     )
     sampler = {"name": "nutpie", "draws": draws_per_chain,
                "tune": tune, "chains": settings.sampler.chains,
-               "transitions": "learned" if dynamic else "identity"}
+               "transitions": "learned" if dynamic else "identity",
+               "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
     return Fit(
         set_id=scenario_set.id,
         set_hash=scenario_set.content_hash,
