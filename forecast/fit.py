@@ -49,9 +49,9 @@ class SamplerSettings:
     draws: int = 1000
     tune: int = 500
     dynamic_draws: int = 1800  # per chain when dynamic (MCSE ≈ 0.004 on the bundled set);
-    # more only when the gate fails on MCSE alone: cheaper on median than 2500 every time
+    # more chains only when the gate fails on MCSE alone: cheaper on median than more every time
     dynamic_tune: int = 300
-    max_draws: int = 8000  # per chain, when more draws are needed to meet the MCSE gate
+    max_draws: int = 8000  # cap on the added chains: at most max_draws // draws runs of chains
     chains: int = 4
     cores: int = 2
     seed: int | None = None
@@ -238,6 +238,22 @@ class ModelCache:
 
 
 DEFAULT_CACHE = ModelCache()
+
+
+def _join_chains(runs: list[Any]) -> Any:
+    """One DataTree of several sampler runs' posterior and sample stats, chains renumbered."""
+    if len(runs) == 1:
+        return runs[0]
+    groups = {}
+    for group in ("posterior", "sample_stats"):
+        parts = [run[group].to_dataset() for run in runs]
+        common = set.intersection(*(set(part.data_vars) for part in parts))
+        parts = [part[[name for name in parts[0].data_vars if name in common]]
+                 for part in parts]  # what a fit added to its first run is recomputed
+        joined = xr.concat(parts, dim="chain", coords="minimal", compat="override",
+                           join="override")
+        groups[group] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
+    return xr.DataTree.from_dict(groups)
 
 
 def _posterior_mode(nutpie_model: Any, seed: int, starts: int = 6) -> np.ndarray:
@@ -430,19 +446,27 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     k = len(scenario_set.scenarios)
     draws_per_chain = settings.sampler.dynamic_draws if dynamic else settings.sampler.draws
     tune = settings.sampler.dynamic_tune if dynamic else settings.sampler.tune
+    chains = settings.sampler.chains
+    # Monte Carlo error shrinks as 1/sqrt(draws): when precision is all a fit misses, more
+    # chains of the same length (seeds seed + 1, …) join the ones already drawn — converged
+    # draws are kept, not thrown away — up to max_draws per chain's worth of chains.
+    max_batches = max(1, settings.sampler.max_draws // draws_per_chain)
+    runs: list[Any] = []
     sample_s = 0.0
+    new_chains = chains
     while True:
-        say(f"sampling {settings.sampler.chains} × {draws_per_chain}")
+        say(f"sampling {new_chains} × {draws_per_chain}")
         sample_started = time.perf_counter()
         try:
-            datatree = nutpie.sample(
-                nutpie_model, draws=draws_per_chain, tune=tune,
-                chains=settings.sampler.chains, cores=settings.sampler.cores, seed=seed,
+            runs.append(nutpie.sample(
+                nutpie_model, draws=draws_per_chain, tune=tune, chains=new_chains,
+                cores=settings.sampler.cores, seed=seed + len(runs),
                 progress_bar=False, save_warmup=False,
-            )
+            ))
         except Exception as exc:  # the sampler's failures come in many types
             raise FitFailed(f"sampling {scenario_set.id} failed: {exc}") from exc
         sample_s += time.perf_counter() - sample_started
+        datatree = _join_chains(runs)
 
         say("filtering")
         posterior = datatree["posterior"]
@@ -464,16 +488,13 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
             alpha = posterior[PROBABILITY].values.reshape(-1, k)
             transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
         diagnostics, mcse = diagnose(datatree, settings.gate)
-        # Monte Carlo error shrinks as 1/sqrt(draws): when precision is all that is missing,
-        # draw more (up to max_draws) instead of rejecting a converged fit.
         only_mcse = diagnostics.failures and all(f.startswith("MCSE")
                                                  for f in diagnostics.failures)
-        if not only_mcse or draws_per_chain >= settings.sampler.max_draws:
+        batches = n_chains // chains
+        if not only_mcse or batches >= max_batches:
             break
-        factor = 1.3 * (diagnostics.max_mcse / settings.gate.max_mcse) ** 2
-        draws_per_chain = min(settings.sampler.max_draws,
-                              int(np.ceil(draws_per_chain * factor / 100.0)) * 100)
-        seed += 1
+        wanted = int(np.ceil(batches * 1.2 * (diagnostics.max_mcse / settings.gate.max_mcse)**2))
+        new_chains = chains * (min(max_batches, max(wanted, batches + 1)) - batches)
 
     say("diagnosing")
     probability = alpha.mean(axis=0)
@@ -499,8 +520,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                        probability=float(probability[i]), mcse=float(mcse[i]))
         for i, s in enumerate(scenario_set.scenarios)
     )
-    sampler = {"name": "nutpie", "draws": draws_per_chain,
-               "tune": tune, "chains": settings.sampler.chains,
+    sampler = {"name": "nutpie", "draws": draws_per_chain, "tune": tune,
+               "chains": n_chains, "runs": len(runs),  # run i sampled with seed + i
                "transitions": "learned" if dynamic else "identity",
                "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
     return Fit(

@@ -46,6 +46,40 @@ def cache():
     return DEFAULT_CACHE
 
 
+@pytest.mark.parametrize("seed", [107, 110])
+def test_every_chain_starts_in_the_mode_that_holds_the_mass(convergence, observations, cache,
+                                                           seed):
+    """Seeds whose chains, started at PyMC's prior-centred points, had one chain stuck in the
+    minor 'loose throughout' mode (P(loose now) ≈ 1 in that chain, r_hat 1.18 and 1.53): from
+    the posterior mode, every chain agrees and the gate passes."""
+    evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
+    result = fit(convergence, evidence, FitSettings.from_mapping({"sampler": {"seed": seed}}),
+                 cache=cache)
+    assert result.diagnostics.passed, result.diagnostics
+    per_chain = result.datatree["posterior"]["scenario_probability"].mean("draw")
+    assert float(per_chain.sel(scenario="loose").max()) < 0.05, per_chain.values
+    logp = result.datatree["sample_stats"]["logp"].mean("draw").values
+    assert logp.max() - logp.min() < 5, logp  # the minor mode sat ~19 nats lower
+
+
+def test_a_fit_short_only_of_precision_adds_chains_and_keeps_the_first(convergence,
+                                                                      observations, cache):
+    """MCSE alone failing: more chains of the same length join the first run's, whose draws
+    are kept (the first run's chains are in the joined posterior unchanged)."""
+    evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
+    strict = {"sampler": {"dynamic_draws": 600, "seed": 5, "max_draws": 1200},  # ≤ 2 runs
+              "gate": {"max_mcse": 0.0025}}
+    result = fit(convergence, evidence, FitSettings.from_mapping(strict), cache=cache)
+    first = fit(convergence, evidence, FitSettings.from_mapping(
+        {"sampler": {"dynamic_draws": 600, "seed": 5, "max_draws": 600}}), cache=cache)
+    assert first.diagnostics.max_mcse > 0.0025  # so the strict fit asked for more
+    assert result.sampler["runs"] == 2 and result.sampler["chains"] == 8
+    assert first.sampler["runs"] == 1 and first.sampler["chains"] == 4
+    joined = result.datatree["posterior"]["rate"].values
+    assert joined.shape[0] == 8
+    np.testing.assert_array_equal(joined[:4], first.datatree["posterior"]["rate"].values)
+
+
 def test_dynamic_fit_of_the_convergence_set_passes_the_full_gate(convergence, observations,
                                                                  cache):
     evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
