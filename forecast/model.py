@@ -267,8 +267,9 @@ def _regime_likelihood(scenario_set: ScenarioSet, moves, parameters, by_kind):
     k = len(scenario_set.scenarios)
     rate, hazard, level = (parameters.get(name, pt.zeros((0, k)))
                            for name in KIND_PARAMETER.values())
-    rows = [row for row, columns, _ in transition_rows(scenario_set) for _ in columns]
-    columns = [c for _, columns, _ in transition_rows(scenario_set) for c in columns]
+    layout = [(row, column) for row, columns, _ in transition_rows(scenario_set)
+              for column in columns]
+    rows, columns = [r for r, _ in layout], [c for _, c in layout]
     statistics = [by_kind[f"{kind}_{part}"] for kind in KIND_PARAMETER
                   for part in ("events", "exposure")]
     return regime_hmm_loglik(moves, rows, columns, np.asarray(scenario_set.prior, dtype=float),
@@ -331,7 +332,6 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         exposure = pm.Data("exposure", arrays.exposure)
         sumsq = pm.Data("sumsq", arrays.sumsq)
 
-        total_n, total_e, total_q = counts.sum(axis=0), exposure.sum(axis=0), sumsq.sum(axis=0)
         parameters = {}
         for kind, name in KIND_PARAMETER.items():
             idx = kind_columns(scenario_set, kind)
@@ -360,6 +360,7 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
             pm.Potential("regime_likelihood", _regime_likelihood(
                 scenario_set, pt.concatenate(free_rows), parameters, by_kind))
         else:
+            total_n, total_e, total_q = (x.sum(axis=0) for x in (counts, exposure, sumsq))
             # not a Deterministic: it is data, the same in every draw (ExactPosterior has it)
             log_m = log_marginal(scenario_set, total_n, total_e, total_q)
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)

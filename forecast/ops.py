@@ -217,8 +217,8 @@ class RegimeHMM(Op):
     less to compile (`tests/forecast/test_horizon.py` holds it against `regime_loglik` +
     `forward_backward` and finite differences). The transition matrix enters as its free
     entries only (``moves``: the Dirichlet rows, concatenated), placed into the identity at
-    ``rows``/``columns`` inside the Op: building A in the graph with one ``set_subtensor`` per
-    row, and its gradient, cost more per evaluation than the whole forward–backward pass.
+    ``rows``/``columns`` inside the Op: a smaller graph than one ``set_subtensor`` per row
+    (measured: the same cost per gradient, ~35–41 µs for the whole model either way).
 
     Parameters
     ----------
