@@ -24,6 +24,7 @@ import xarray as xr
 from arviz_stats.base import array_stats
 from scipy.optimize import minimize
 
+from forecast.compiled import compile_pymc_model
 from forecast.exceptions import FitFailed
 from forecast.hmm import forward_filter
 from forecast.horizon import Draws, outlook_summary, transition_draws
@@ -226,7 +227,7 @@ class ModelCache:
                     on_unused_input="ignore",  # sumsq is unused when a set has no signal
                 )
             model = build_model(scenario_set, evidence, dynamic=dynamic)
-            nutpie_model = nutpie.compile_pymc_model(model)
+            nutpie_model = compile_pymc_model(model)  # nutpie's, with cacheable callbacks
             compiled = _Compiled(model, nutpie_model, emission_fn)
             self._models[key] = compiled
             return compiled, time.perf_counter() - started
