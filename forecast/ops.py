@@ -9,6 +9,9 @@ for the prior. `filter_draws` filters many posterior draws at once.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytensor.tensor as pt
@@ -16,6 +19,11 @@ from pytensor.gradient import DisconnectedType, grad_not_implemented, grad_undef
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
+
+# PyTensor caches each compiled graph under a key made of its Ops' types and props, and the
+# compiled graph embeds this module's numba code: salt the key with this file's text so an edit
+# here is compiled afresh, not loaded stale from `base_compiledir/numba`.
+SOURCE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:15], 16)
 
 
 @numba.njit(cache=True)
@@ -319,4 +327,4 @@ def _numba_regime_hmm(op, node, **kwargs):
             e_milestone, n_signal, e_signal)
         return np.asarray(loglik), d_m, d_p, d_r, d_h, d_l
 
-    return regime_hmm_numba
+    return regime_hmm_numba, SOURCE_VERSION

@@ -127,3 +127,16 @@ def test_a_new_process_loads_the_callbacks_instead_of_compiling(model_cache):
     out = subprocess.run([sys.executable, "-c", LOAD_IN_A_NEW_PROCESS], cwd=ROOT, env=os.environ,
                          capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.split() == ["1", "1"], out.stderr
+
+
+def test_an_edit_to_the_regime_op_source_changes_its_cache_key(monkeypatch):
+    """PyTensor keys a cached graph on its Ops' types and props, not on the Ops' numba code."""
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+    from forecast import ops
+
+    op = ops.RegimeHMM((0, 0), (0, 1))
+    _, key = numba_funcify_and_cache_key(op)
+    monkeypatch.setattr(ops, "SOURCE_VERSION", ops.SOURCE_VERSION + 1)
+    _, edited = numba_funcify_and_cache_key(op)
+    assert key is not None and edited is not None and key != edited
