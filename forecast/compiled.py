@@ -4,8 +4,8 @@
 (``numba.cfunc``) that numba refuses to cache: they close over per-call objects (an overload and
 an intrinsic defined inside the call, and shared-data keys drawn from ``uuid4``). PyTensor does
 cache the log density itself under ``base_compiledir/numba``, but every new process still spent
-~14 s re-typing and re-lowering the two wrappers (and numba's own error-formatting helpers that
-they pull in) — most of a cold fit.
+~17 s (of a ~19 s compile, profiled on the world-order model) re-typing and re-lowering the two
+wrappers and numba's own error-formatting helpers that they pull in.
 
 :func:`compile_pymc_model` builds the same :class:`nutpie.compile_pymc.CompiledPyMCModel` (same
 functions, same user-data record, so ``with_data`` and sampling are nutpie's own) but generates
@@ -49,8 +49,12 @@ def _void_pointer(typingctx, address):
     return types.voidptr(address), codegen
 
 
-def _shared_lines(keys: list[str], shared_data: dict[str, np.ndarray]) -> list[str]:
-    """Source lines that view each shared array out of the user-data record, by position."""
+def _shared_views(keys: list[str], shared_data: dict[str, np.ndarray]) -> tuple[str, str]:
+    """The shared arrays as the generated wrappers see them, in ``keys`` order.
+
+    Returns the source lines that view each array out of the user-data record (indented for
+    the wrappers' ``try`` block) and the arguments that pass them on to the wrapped function.
+    """
     lines = []
     for i, key in enumerate(keys):
         value = shared_data[key]
@@ -61,12 +65,12 @@ def _shared_lines(keys: list[str], shared_data: dict[str, np.ndarray]) -> list[s
             f'shape_{i} = shared["shape"]["{key}"]',
             f'shared_{i} = data_{i}.reshape(({shape}{"," if value.ndim == 1 else ""}))',
         ]
-    return lines or ["pass"]
+    body = "\n        ".join(lines or ["pass"])
+    return body, "".join(f", shared_{i}" for i in range(len(keys)))
 
 
 def _logp_source(n_dim: int, keys: list[str], shared_data: dict[str, np.ndarray]) -> str:
-    body = "\n        ".join(_shared_lines(keys, shared_data))
-    arguments = "".join(f", shared_{i}" for i in range(len(keys)))
+    body, arguments = _shared_views(keys, shared_data)
     return f"""
 def signpost_logp(dim, x_, out_, logp_, user_data_):
     if dim != {n_dim}:
@@ -92,8 +96,7 @@ def signpost_logp(dim, x_, out_, logp_, user_data_):
 
 def _expand_source(n_dim: int, n_expanded: int, keys: list[str],
                    shared_data: dict[str, np.ndarray]) -> str:
-    body = "\n        ".join(_shared_lines(keys, shared_data))
-    arguments = "".join(f", shared_{i}" for i in range(len(keys)))
+    body, arguments = _shared_views(keys, shared_data)
     return f"""
 def signpost_expand(dim, expanded, x_, out_, user_data_):
     if dim != {n_dim}:
@@ -156,7 +159,7 @@ def compile_pymc_model(model: Any) -> nutpie_pymc.CompiledPyMCModel:
     for variable in [*logp_fn_pt.get_shared(), *expand_fn_pt.get_shared()]:
         if variable in shared_var_keys:
             continue
-        key = f"shared_{len(shared_var_keys)}"
+        key = f"var_{len(shared_var_keys)}"  # by position: the same in every process
         value = np.array(variable.get_value(), order="C", copy=True)
         value.flags.writeable = False
         shared_data[key] = value
