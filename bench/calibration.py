@@ -87,7 +87,8 @@ def main() -> None:
     rng = np.random.default_rng(2026)
     cache = ModelCache()
     # calibration needs each world's estimate, not the publication gate's precision
-    settings = FitSettings(sampler=SamplerSettings(dynamic_draws=600, max_draws=600))
+    settings = FitSettings(sampler=SamplerSettings(dynamic_draws=600, max_draws=600,
+                                                    reweight=False))  # the sampled model
     now_p, now_y, ahead_p, ahead_y = [], [], [], []
     passed = 0
     started = time.perf_counter()

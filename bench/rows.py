@@ -30,7 +30,7 @@ from service.store import Store, month_index
 
 SIZES = (1_000, 100_000, 1_000_000)
 SET_IDS = ("world-order-2035", "sino-russian-convergence")
-FIXED = FitSettings(sampler=SamplerSettings(max_draws=1500))
+FIXED = FitSettings(sampler=SamplerSettings(max_draws=1500, reweight=False))
 
 
 def fill(store: Store, n: int, indicators: list[str], rng: np.random.Generator,

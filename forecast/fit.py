@@ -55,7 +55,13 @@ class SamplerSettings:
     max_draws: int = 8000  # cap on the added chains: at most max_draws // draws runs of chains
     chains: int = 4
     cores: int = 2
-    seed: int | None = None
+    seed: int | None = None  # a seed asks for a sampler run of its own (never re-weighted)
+    # dynamic sets: re-weight the last sampled posterior for new evidence (PSIS, decision 008)
+    # and sample only when the re-weighted one fails the gate
+    reweight: bool = True
+    # a sampled dynamic fit's MCSE target as a share of the gate's: below 1, headroom for the
+    # refits that will re-weight it (the service's long-lived worker uses 0.7)
+    base_mcse: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class Diagnostics:
     max_mcse: float
     passed: bool
     failures: tuple[str, ...] = ()
+    pareto_k: float | None = None  # re-weighted fits only: PSIS's k̂ of the importance ratios
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -181,11 +188,26 @@ def library_versions() -> dict[str, str]:
     return {name: version(name) for name in names}
 
 
+@dataclass(frozen=True)
+class _Base:
+    """The last sampled posterior of a dynamic model that passed the gate.
+
+    What a re-weighted refit starts from (never a re-weighted one: weights would compound).
+    """
+
+    evidence_hash: str
+    seed: int
+    posterior: Any  # xarray.Dataset of (A, θ) draws, (chain, draw, ...)
+    loglik: np.ndarray  # (S,) log p(y_base | A_s, θ_s)
+    diagnostics: Diagnostics
+
+
 @dataclass
 class _Compiled:
     model: Any
     nutpie_model: Any
     emission_fn: Callable[..., np.ndarray] | None  # static models only
+    base: _Base | None = None
 
     @property
     def data_names(self) -> set[str]:
@@ -369,8 +391,8 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
 
 
 def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
-                   posterior: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-draw transition matrices and filtered probabilities of a dynamic fit.
+                   posterior: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-draw transition matrices, filtered probabilities and log-likelihoods (dynamic fits).
 
     Rao-Blackwellised: ``P(z_t | y_1..t, A_s, θ_s)`` in closed form for each posterior draw
     s, so the path's Monte Carlo error is only that of (A, θ).
@@ -379,6 +401,8 @@ def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
     -------
     transitions : (S, K, K) ndarray
     filtered : (S, T, K) ndarray
+    loglik : (S,) ndarray
+        ``log p(y | A_s, θ_s)`` up to terms free of (A, θ).
 
     """
     transitions = transition_draws(scenario_set, posterior)
@@ -386,9 +410,109 @@ def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
     theta = {name: posterior[name].values.reshape(n_samples, *posterior[name].shape[2:])
              for name in KIND_PARAMETER.values() if name in posterior}
     emissions = regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np)
-    filtered = filter_draws(transitions, np.ascontiguousarray(emissions),
-                            np.asarray(scenario_set.prior, dtype=float))
-    return transitions, filtered
+    filtered, loglik = filter_draws(transitions, np.ascontiguousarray(emissions),
+                                    np.asarray(scenario_set.prior, dtype=float))
+    return transitions, filtered, loglik
+
+
+def _nowcast(scenario_set: ScenarioSet, transitions: np.ndarray,
+             filtered: np.ndarray) -> np.ndarray:
+    """(S, K) per-draw probability of each scenario in the last period (the prior if none)."""
+    if filtered.shape[1] == 0:
+        return np.broadcast_to(scenario_set.prior, (transitions.shape[0],
+                                                    len(scenario_set.scenarios))).copy()
+    return filtered[:, -1, :]
+
+
+def _relative_efficiency(values: np.ndarray, n_chains: int) -> np.ndarray:
+    """ESS / S of the mean of each column of (S, Q) ``values`` over the chains' draws (≤ 1)."""
+    chained = values.reshape(n_chains, -1, values.shape[-1])
+    varying = [q for q in range(values.shape[-1]) if not _constant(values[:, q])]
+    out = np.ones(values.shape[-1])
+    if varying:
+        ess = array_stats.ess(chained[..., varying], chain_axis=0, draw_axis=1, method="mean")
+        out[varying] = np.clip(np.asarray(ess) / values.shape[0], 1e-6, 1.0)
+    return out
+
+
+def _systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` equally weighted draws, in increasing order (systematic resampling)."""
+    positions = (rng.random() + np.arange(n)) / n
+    return np.minimum(np.searchsorted(np.cumsum(weights), positions), weights.shape[0] - 1)
+
+
+def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
+              gate: GateSettings, seed: int, chains: int, draws: int) -> dict[str, Any]:
+    """The base posterior re-weighted for new evidence by Pareto-smoothed importance sampling.
+
+    Proposal: the base posterior p(A, θ | y_base); target: p(A, θ | y). The prior cancels, so
+    each draw's ratio is ``p(y | A_s, θ_s) / p(y_base | A_s, θ_s)``, two forward filters.
+    The gate applies what the sampled fits' gate measures to this estimator: the base's R̂ and
+    divergences, k̂ ≤ min(1 − 1/log10 S, 0.7) (Vehtari et al. 2024), the base's least ESS
+    scaled by the weights' efficiency, and each probability's MCSE from the weighted variance
+    and the draws' relative efficiency (as `loo`'s ``E_loo``). The draws kept for what is
+    computed per draw downstream are ``chains`` × ``draws`` resampled by weight.
+    """
+    posterior = base.posterior
+    n_chains = posterior.sizes["chain"]
+    transitions, filtered, loglik = filtered_draws(scenario_set, arrays, posterior)
+    n_samples = loglik.shape[0]
+    log_ratio = loglik - base.loglik
+    if np.ptp(log_ratio) < 1e-9:  # the same evidence, as far as (A, θ) can tell
+        log_weights, khat = np.full(n_samples, -np.log(n_samples)), -np.inf
+    else:
+        r_eff = float(_relative_efficiency(np.exp(log_ratio - log_ratio.max())[:, None],
+                                           n_chains)[0])
+        # ArviZ's psislw takes what LOO has, a log-likelihood, and negates it into log ratios
+        log_weights, khat = array_stats.psislw(-log_ratio, r_eff=r_eff)
+        khat = float(khat)
+    weights = np.exp(log_weights - log_weights.max())
+    weights /= weights.sum()
+    alpha = _nowcast(scenario_set, transitions, filtered)
+    probability = weights @ alpha
+    efficiency = _relative_efficiency(alpha, n_chains)
+    mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2 / efficiency)
+    ess = base.diagnostics.min_ess_bulk / (n_samples * float(np.sum(weights**2)))
+    k_max = min(1.0 - 1.0 / np.log10(n_samples), 0.7)
+    failures = list(base.diagnostics.failures)  # empty: a base passed its gate
+    if not khat <= k_max:
+        failures.append(f"pareto k̂ {khat:.2f} > {k_max:.2f}")
+    if not ess >= gate.min_ess_bulk:
+        failures.append(f"bulk ESS {ess:.0f} < {gate.min_ess_bulk:.0f}")
+    if float(mcse.max()) > gate.max_mcse:
+        failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
+    diagnostics = Diagnostics(
+        max_rhat=base.diagnostics.max_rhat, min_ess_bulk=round(float(ess), 1),
+        divergences=base.diagnostics.divergences, max_mcse=float(mcse.max()),
+        passed=not failures, failures=tuple(failures),
+        pareto_k=None if not np.isfinite(khat) else round(khat, 4))
+    # Equally weighted draws for everything computed per draw downstream (forecasts, the
+    # artifact): the base draws resampled by weight, in their original order, so each chain's
+    # stretch keeps its autocorrelation for the forecasts' MCSE; as many as a sampled fit has.
+    n_out = chains * draws
+    index = (np.arange(n_samples) if not np.isfinite(khat) and n_out == n_samples
+             else _systematic_resample(weights, n_out, np.random.default_rng(seed)))
+
+    def resampled(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(n_samples, *values.shape[2:])[index]
+        return flat.reshape(chains, draws, *values.shape[2:])
+
+    kept = {name: (posterior[name].dims, resampled(posterior[name].values))
+            for name in posterior.data_vars if name != PROBABILITY}
+    kept[PROBABILITY] = (("chain", "draw", "scenario"),
+                         resampled(alpha.reshape(n_chains, -1, alpha.shape[-1])))
+    coords = {name: values for name, values in posterior.coords.items()
+              if name not in ("chain", "draw")}
+    kept_draws = xr.Dataset(kept, coords={**coords, "chain": np.arange(chains),
+                                          "draw": np.arange(draws),
+                                          "scenario": list(scenario_set.scenario_ids)})
+    kept_draws.attrs = {"signpost_method": "PSIS re-weighting of a sampled posterior, resampled",
+                   "signpost_base_evidence_hash": base.evidence_hash,
+                   "signpost_base_seed": base.seed}
+    return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
+            "path": np.einsum("s,stk->tk", weights, filtered), "posterior": kept_draws,
+            "alpha": alpha[index], "transitions": transitions[index],
+            "datatree": xr.DataTree.from_dict({"posterior": kept_draws})}
 
 
 def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | None = None,
@@ -433,6 +557,25 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     dynamic = bool(settings.dynamic and transition_rows(scenario_set))
     say("model warm" if cache.has(scenario_set, dynamic) else "compiling")
     compiled, compile_s = cache.get(scenario_set, evidence, dynamic=dynamic)
+    base = compiled.base
+    rejected: tuple[str, ...] = ()
+    if base is not None and settings.sampler.reweight and settings.sampler.seed is None:
+        # One more observation moves the posterior little: re-weighting the last sampled one
+        # costs two forward filters per draw instead of ~125k gradients (decision 008).
+        say("re-weighting the last sampled posterior")
+        reweighted = _reweight(scenario_set, arrays, base, settings.gate, seed,
+                               settings.sampler.chains, settings.sampler.dynamic_draws)
+        if reweighted["diagnostics"].passed:
+            sampler = {"name": "psis", "draws": settings.sampler.dynamic_draws,
+                       "chains": settings.sampler.chains,  # kept: resampled by weight
+                       "base_chains": int(base.posterior.sizes["chain"]),
+                       "transitions": "learned", "base_evidence_hash": base.evidence_hash,
+                       "base_seed": base.seed}
+            return _summarise(scenario_set, evidence, arrays, reweighted, sampler, seed,
+                              evidence_hash, {"compile_s": compile_s, "sample_s": 0.0},
+                              started)
+        rejected = reweighted["diagnostics"].failures
+        say(f"re-weighting failed the gate ({'; '.join(rejected)}): sampling")
     data = {name: value for name, value in arrays.as_data().items()
             if name in compiled.data_names}
     nutpie_model = compiled.nutpie_model.with_data(**data)
@@ -452,6 +595,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     # chains of the same length (seeds seed + 1, …) join the ones already drawn — converged
     # draws are kept, not thrown away — up to max_draws per chain's worth of chains.
     max_batches = max(1, settings.sampler.max_draws // draws_per_chain)
+    target_mcse = settings.gate.max_mcse * (
+        settings.sampler.base_mcse if dynamic and settings.sampler.reweight else 1.0)
     runs: list[Any] = []
     sample_s = 0.0
     new_chains = chains
@@ -473,11 +618,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         posterior = datatree["posterior"]
         n_chains = posterior.sizes["chain"]
         if dynamic:
-            transitions, filtered = filtered_draws(scenario_set, arrays, posterior)
-            if filtered.shape[1] == 0:
-                alpha = np.broadcast_to(scenario_set.prior, (transitions.shape[0], k)).copy()
-            else:
-                alpha = filtered[:, -1, :]
+            transitions, filtered, loglik = filtered_draws(scenario_set, arrays, posterior)
+            alpha = _nowcast(scenario_set, transitions, filtered)
             path = filtered.mean(axis=0)
             posterior[PROBABILITY] = xr.DataArray(
                 alpha.reshape(n_chains, posterior.sizes["draw"], k),
@@ -491,15 +633,42 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         diagnostics, mcse = diagnose(datatree, settings.gate)
         only_mcse = diagnostics.failures and all(f.startswith("MCSE")
                                                  for f in diagnostics.failures)
+        # a sampled dynamic posterior is what later refits re-weight, which costs precision:
+        # it is drawn to `base_mcse` of the gate's MCSE so that several refits can reuse it
+        short = diagnostics.passed and diagnostics.max_mcse > target_mcse
         batches = n_chains // chains
-        if not only_mcse or batches >= max_batches:
+        if not (only_mcse or short) or batches >= max_batches:
             break
-        wanted = int(np.ceil(batches * 1.2 * (diagnostics.max_mcse / settings.gate.max_mcse)**2))
+        wanted = int(np.ceil(batches * 1.2 * (diagnostics.max_mcse / target_mcse)**2))
         new_chains = chains * (min(max_batches, max(wanted, batches + 1)) - batches)
 
-    say("diagnosing")
-    probability = alpha.mean(axis=0)
+    if dynamic and diagnostics.passed:  # what the next refit may re-weight
+        compiled.base = _Base(evidence_hash=evidence_hash, seed=int(seed),
+                              posterior=posterior.to_dataset(), loglik=loglik,
+                              diagnostics=diagnostics)
+    sampler = {"name": "nutpie", "draws": draws_per_chain, "tune": tune,
+               "chains": n_chains, "runs": len(runs),  # run i sampled with seed + i
+               "transitions": "learned" if dynamic else "identity",
+               "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
+    if rejected:
+        sampler["reweight_rejected"] = list(rejected)
+    outcome = {"probability": alpha.mean(axis=0), "mcse": mcse, "diagnostics": diagnostics,
+               "path": path, "posterior": posterior, "alpha": alpha,
+               "transitions": transitions, "datatree": datatree}
+    return _summarise(scenario_set, evidence, arrays, outcome, sampler, seed, evidence_hash,
+                      {"compile_s": compile_s, "sample_s": sample_s}, started)
 
+
+def _summarise(scenario_set: ScenarioSet, evidence: Evidence, arrays: EvidenceArrays,
+               outcome: dict[str, Any], sampler: dict[str, Any], seed: int,
+               evidence_hash: str, timings: dict[str, float], started: float) -> Fit:
+    """The :class:`Fit` of a sampled or re-weighted posterior: parameters, forecasts, record.
+
+    ``outcome`` holds the scenario ``probability`` and its ``mcse``, the ``diagnostics``, the
+    filtered ``path``, equally weighted ``posterior`` draws with their per-draw ``alpha``
+    (nowcast) and ``transitions``, and the ``datatree`` to keep.
+    """
+    posterior = outcome["posterior"]
     parameters: dict[str, dict[str, float]] = {}
     for kind, name in (("count", "rate"), ("milestone", "hazard"), ("signal", "level")):
         if name not in posterior:
@@ -511,34 +680,31 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                 str(s): float(row.sel(scenario=s)) for s in row.coords["scenario"].values
             }
 
-    say("forecasting")
-    draws = Draws(alpha=np.ascontiguousarray(alpha), transition=np.ascontiguousarray(transitions),
-                  n_chains=n_chains)
+    draws = Draws(alpha=np.ascontiguousarray(outcome["alpha"]),
+                  transition=np.ascontiguousarray(outcome["transitions"]),
+                  n_chains=posterior.sizes["chain"])
     outlook = outlook_summary(scenario_set, evidence, arrays, draws, posterior)
 
+    probability, mcse = outcome["probability"], outcome["mcse"]
     scenarios = tuple(
         ScenarioResult(id=s.id, name=s.name, prior=s.prior,
                        probability=float(probability[i]), mcse=float(mcse[i]))
         for i, s in enumerate(scenario_set.scenarios)
     )
-    sampler = {"name": "nutpie", "draws": draws_per_chain, "tune": tune,
-               "chains": n_chains, "runs": len(runs),  # run i sampled with seed + i
-               "transitions": "learned" if dynamic else "identity",
-               "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
     return Fit(
         set_id=scenario_set.id,
         set_hash=scenario_set.content_hash,
         scenarios=scenarios,
-        diagnostics=diagnostics,
+        diagnostics=outcome["diagnostics"],
         evidence_hash=evidence_hash,
         seed=int(seed),
         sampler=sampler,
         versions=library_versions(),
-        timings={"compile_s": round(compile_s, 4), "sample_s": round(sample_s, 4),
+        timings={**{key: round(value, 4) for key, value in timings.items()},
                  "total_s": round(time.perf_counter() - started, 4)},
-        path=path,
+        path=outcome["path"],
         period_labels=arrays.labels,
         parameters=parameters,
         outlook=outlook,
-        datatree=datatree,
+        datatree=outcome["datatree"],
     )

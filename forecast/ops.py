@@ -106,7 +106,7 @@ def forward_backward(transition, log_emission, prior):
 
 @numba.njit(cache=True)
 def filter_draws(transitions, log_emission, prior):
-    """Filtered probabilities for many posterior draws at once.
+    """Filtered probabilities and log-likelihoods for many posterior draws at once.
 
     Parameters
     ----------
@@ -119,13 +119,16 @@ def filter_draws(transitions, log_emission, prior):
 
     Returns
     -------
-    (S, T, K) ndarray
+    filtered : (S, T, K) ndarray
         ``P(z_t = k | y_1..t, A_s, θ_s)``.
+    loglik : (S,) ndarray
+        ``log p(y_1..T | A_s, θ_s)`` (up to the terms dropped from the emissions).
 
     """
     n_draws = transitions.shape[0]
     n_periods, k = log_emission.shape[1], log_emission.shape[2]
     out = np.empty((n_draws, n_periods, k))
+    loglik = np.zeros(n_draws)
     for s in range(n_draws):
         predicted = prior.copy()
         for t in range(n_periods):
@@ -134,6 +137,7 @@ def filter_draws(transitions, log_emission, prior):
             for j in range(k):
                 out[s, t, j] = predicted[j] * np.exp(log_emission[s, t, j] - shift)
                 total += out[s, t, j]
+            loglik[s] += np.log(total) + shift
             for j in range(k):
                 out[s, t, j] /= total
             for j in range(k):
@@ -141,7 +145,7 @@ def filter_draws(transitions, log_emission, prior):
                 for i in range(k):
                     acc += out[s, t, i] * transitions[s, i, j]
                 predicted[j] = acc
-    return out
+    return out, loglik
 
 
 @numba.njit(cache=True)

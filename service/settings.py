@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     fit_draws: int = Field(default=1000, gt=0)
     fit_tune: int = Field(default=500, gt=0)
     fit_chains: int = Field(default=4, gt=0)
+    fit_reweight: bool = Field(default=True, description=(
+        "refit a dynamic set by re-weighting the worker's last sampled posterior (PSIS) "
+        "when that passes the gate"))
+    fit_base_mcse: float = Field(default=0.7, gt=0, le=1, description=(
+        "a sampled dynamic fit's MCSE target as a share of the gate's: the headroom that "
+        "lets later refits re-weight it"))
     gate_max_rhat: float = 1.01
     gate_min_ess: float = 400.0
     gate_max_divergences: int = 0
@@ -85,7 +91,8 @@ class Settings(BaseSettings):
         return FitSettings(
             dynamic=self.dynamic,
             sampler=SamplerSettings(draws=self.fit_draws, tune=self.fit_tune,
-                                    chains=self.fit_chains),
+                                    chains=self.fit_chains, reweight=self.fit_reweight,
+                                    base_mcse=self.fit_base_mcse),
             gate=GateSettings(max_rhat=self.gate_max_rhat, min_ess_bulk=self.gate_min_ess,
                               max_divergences=self.gate_max_divergences,
                               max_mcse=self.gate_max_mcse),

@@ -108,6 +108,9 @@ def fit_dict(row: FitRow) -> dict[str, Any]:
         "attempts": row.attempts,
         "timings": row.timings,
         "diagnostics": row.diagnostics,
+        # how the posterior was drawn: "nutpie" (sampled) or "psis" (the worker's last sampled
+        # posterior re-weighted for this evidence; decision 008), with its details
+        "sampler": (row.summary or {}).get("sampler"),
         "reason": row.reason,
     }
 

@@ -3,6 +3,7 @@ the reduction to the static answer when the transitions are the identity."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -86,8 +87,9 @@ def test_a_fit_short_only_of_precision_adds_chains_and_keeps_the_first(convergen
 def test_dynamic_fit_of_the_convergence_set_passes_the_full_gate(convergence, observations,
                                                                  cache):
     evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
-    result = fit(convergence, evidence, FitSettings(), cache=cache)
-    assert result.sampler["transitions"] == "learned"
+    sampled = FitSettings.from_mapping({"sampler": {"reweight": False}})  # not the last fit's
+    result = fit(convergence, evidence, sampled, cache=cache)
+    assert result.sampler["transitions"] == "learned" and result.sampler["name"] == "nutpie"
     assert result.diagnostics.passed, result.diagnostics
     assert result.diagnostics.max_mcse <= 0.005
     assert abs(result.probabilities.sum() - 1) < 1e-9
@@ -165,3 +167,54 @@ def test_dynamic_fit_equals_the_sum_over_every_scenario_path():
         draws = posterior[name].values.reshape(-1, 3)
         se = draws.std(axis=0) / np.sqrt(result.diagnostics.min_ess_bulk)
         assert np.all(np.abs(draws.mean(axis=0) - oracle.posterior_mean[j]) <= 5 * se), kind
+
+
+def _one_count_less(evidence, period, column):
+    """The evidence as it stood before one more event was logged in (period, column)."""
+    counts = evidence.counts.copy()
+    assert counts[period, column] >= 1
+    counts[period, column] -= 1
+    return dataclasses.replace(evidence, counts=counts)
+
+
+def test_a_refit_reweights_the_last_sampled_posterior_and_matches_the_path_sum():
+    scenario_set = parse_scenario_set(MOVING)
+    evidence = _switching_evidence(scenario_set, np.random.default_rng(5))
+    cache = ModelCache()
+    base = fit(scenario_set, _one_count_less(evidence, 7, 0), FitSettings(), cache=cache)
+    assert base.sampler["name"] == "nutpie" and base.diagnostics.passed, base.diagnostics
+    result = fit(scenario_set, evidence, FitSettings(), cache=cache)
+    assert result.sampler["name"] == "psis", result.sampler
+    assert result.sampler["base_evidence_hash"] == base.evidence_hash
+    assert result.diagnostics.passed and result.diagnostics.pareto_k <= 0.7, result.diagnostics
+    oracle = exact_dynamic_posterior(scenario_set, evidence)
+    assert np.abs(oracle.probability - exact_dynamic_posterior(
+        scenario_set, _one_count_less(evidence, 7, 0)).probability).max() > 0.01  # it moved
+    mcse = np.array([s.mcse for s in result.scenarios])
+    assert np.all(np.abs(result.probabilities - oracle.probability) <= 4 * mcse + 1e-3)
+    np.testing.assert_allclose(result.path[-1], result.probabilities, atol=1e-9)
+    # the kept draws are equally weighted: the forecasts start from the published nowcast
+    np.testing.assert_allclose(result.outlook["horizon"]["at"][0], result.probabilities,
+                               atol=4 * mcse.max() + 1e-3)
+    # a seed asks for a sampler run of its own
+    seeded = fit(scenario_set, evidence, FitSettings.from_mapping({"sampler": {"seed": 3}}),
+                 cache=cache)
+    assert seeded.sampler["name"] == "nutpie"
+
+
+def test_evidence_the_last_posterior_cannot_cover_is_sampled_afresh():
+    scenario_set = parse_scenario_set(MOVING)
+    evidence = _switching_evidence(scenario_set, np.random.default_rng(5))
+    cache = ModelCache()
+    fit(scenario_set, evidence, FitSettings(), cache=cache)
+    # drills at six times the rate of any draw's scenario: far outside what the draws cover
+    counts = evidence.counts.copy()
+    counts[:, 0] *= 6
+    surge = dataclasses.replace(evidence, counts=counts)
+    result = fit(scenario_set, surge, FitSettings(), cache=cache)
+    assert result.sampler["name"] == "nutpie", result.sampler
+    assert result.sampler["reweight_rejected"], result.sampler
+    assert result.diagnostics.passed, result.diagnostics
+    oracle = exact_dynamic_posterior(scenario_set, surge)
+    mcse = np.array([s.mcse for s in result.scenarios])
+    assert np.all(np.abs(result.probabilities - oracle.probability) <= 4 * mcse + 1e-3)

@@ -151,11 +151,11 @@ def test_filter_draws_matches_forward_filter():
     rng = np.random.default_rng(5)
     alpha, transition = random_chain(rng)
     log_b = rng.normal(size=(2, 20, 4))  # each draw has its own emissions
-    batch = filter_draws(np.stack([transition, np.eye(4)]), log_b, alpha)
-    np.testing.assert_allclose(batch[0], forward_filter(alpha, transition, log_b[0])[0],
-                               atol=1e-12)
-    np.testing.assert_allclose(batch[1], forward_filter(alpha, np.eye(4), log_b[1])[0],
-                               atol=1e-12)
+    batch, loglik = filter_draws(np.stack([transition, np.eye(4)]), log_b, alpha)
+    for s, matrix in enumerate((transition, np.eye(4))):
+        filtered, expected = forward_filter(alpha, matrix, log_b[s])
+        np.testing.assert_allclose(batch[s], filtered, atol=1e-12)
+        assert loglik[s] == pytest.approx(expected, rel=1e-12)
 
 
 def test_milestone_reported_before_the_window_is_read_as_having_happened(milestones_set):
