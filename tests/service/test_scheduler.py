@@ -147,3 +147,42 @@ def test_refit_only_when_evidence_changed_and_rejection_keeps_last_good(tmp_path
     assert store.latest_published("world-order-2035").id == first
     assert scheduler.check_set("world-order-2035") is None  # same evidence, verdict given
     store.dispose()
+
+
+@pytest.mark.slow
+def test_a_refit_in_the_warm_worker_reweights_and_publishes_with_its_artifact(tmp_path):
+    """The deployed path: a worker process keeps the last sampled posterior of a dynamic set;
+    the refit after one more observation re-weights it (decision 008) and is published like
+    any fit, artifact included, saying how it was drawn."""
+    import xarray as xr
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _setup(url)
+    store = Store(url, today=TODAY)
+    service = FitSettings(sampler=SamplerSettings(base_mcse=0.7))  # the service's default
+    runner = FitRunner(store, WorkerPool("process"), service, lease_seconds=120,
+                       artifacts_dir=tmp_path / "fits")
+    try:
+        set_id = "sino-russian-convergence"
+        first = runner.run_fit(store.create_fit(set_id, "test"))
+        assert first["status"] == "published" and first["sampler"]["name"] == "nutpie"
+        store.add_observation({"indicator": "joint_exercise", "date": "2025-11-20",
+                               "grade": "A1"})
+        second = runner.run_fit(store.create_fit(set_id, "test"))
+        assert second["status"] == "published", second
+        assert second["sampler"]["name"] == "psis", second["sampler"]
+        assert second["sampler"]["base_evidence_hash"] == first["evidence_hash"]
+        assert second["evidence_hash"] != first["evidence_hash"]
+        assert second["diagnostics"]["pareto_k"] <= 0.7
+        assert store.latest_published(set_id).id == second["fit_id"]
+        artifact = xr.open_datatree(tmp_path / "fits" / set_id / f"{second['fit_id']}.nc",
+                                    engine="h5netcdf")
+        posterior = artifact["posterior"]
+        assert posterior.attrs["signpost_base_evidence_hash"] == first["evidence_hash"]
+        assert posterior.sizes["chain"] == 4 and posterior.sizes["draw"] == 1800
+        assert abs(float(posterior["scenario_probability"].mean(("chain", "draw")).sum())
+                   - 1) < 1e-9
+        artifact.close()
+    finally:
+        runner.pool.shutdown()
+        store.dispose()
