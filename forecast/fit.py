@@ -506,9 +506,9 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     kept_draws = xr.Dataset(kept, coords={**coords, "chain": np.arange(chains),
                                           "draw": np.arange(draws),
                                           "scenario": list(scenario_set.scenario_ids)})
-    kept_draws.attrs = {"signpost_method": "PSIS re-weighting of a sampled posterior, resampled",
-                   "signpost_base_evidence_hash": base.evidence_hash,
-                   "signpost_base_seed": base.seed}
+    kept_draws.attrs = {
+        "signpost_method": "PSIS re-weighting of a sampled posterior, resampled",
+        "signpost_base_evidence_hash": base.evidence_hash, "signpost_base_seed": base.seed}
     return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
             "path": np.einsum("s,stk->tk", weights, filtered), "posterior": kept_draws,
             "alpha": alpha[index], "transitions": transitions[index],
@@ -571,6 +571,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                        "base_chains": int(base.posterior.sizes["chain"]),
                        "transitions": "learned", "base_evidence_hash": base.evidence_hash,
                        "base_seed": base.seed}
+            say("forecasting")
             return _summarise(scenario_set, evidence, arrays, reweighted, sampler, seed,
                               evidence_hash, {"compile_s": compile_s, "sample_s": 0.0},
                               started)
@@ -652,6 +653,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
                "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
     if rejected:
         sampler["reweight_rejected"] = list(rejected)
+    say("forecasting")
     outcome = {"probability": alpha.mean(axis=0), "mcse": mcse, "diagnostics": diagnostics,
                "path": path, "posterior": posterior, "alpha": alpha,
                "transitions": transitions, "datatree": datatree}
