@@ -6,12 +6,15 @@ One builder each, shared by the API and the CLI so both print the same numbers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from priors import ScenarioSet
 from service.db import FitRow
 from service.store import Store, _aware
+
+T = TypeVar("T")
 
 
 def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
@@ -120,6 +123,8 @@ class PosteriorCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
+        # per set: ((fit id, stale), what `peek_rendered`'s render made of that payload)
+        self._rendered: dict[str, tuple[tuple[str, bool], Any]] = {}
         self._lock = threading.Lock()
 
     def peek(self, set_id: str, now: datetime, stale_after: float) -> dict[str, Any] | None:
@@ -130,6 +135,23 @@ class PosteriorCache:
         _, fitted_at, payload = entry
         stale = (now - fitted_at).total_seconds() > stale_after
         return payload if payload["stale"] == stale else {**payload, "stale": stale}
+
+    def peek_rendered(self, set_id: str, now: datetime, stale_after: float,
+                      render: Callable[[dict[str, Any]], T]) -> T | None:
+        """`peek`'s payload passed through ``render``, once per fit and staleness.
+
+        The hot path's bytes and ETag: serialising and hashing the payload on every request
+        cost ~70 µs, a fifth of a request's time in the server at ~3000 requests/s.
+        """
+        payload = self.peek(set_id, now, stale_after)
+        if payload is None:
+            return None
+        key = (payload["fit_id"], payload["stale"])
+        memo = self._rendered.get(set_id)
+        if memo is None or memo[0] != key:
+            memo = (key, render(payload))
+            self._rendered[set_id] = memo  # one assignment: readers see old or new, whole
+        return memo[1]
 
     def invalidate(self, set_id: str, _fit_id: str | None = None) -> None:
         """Forget a set's entry (a new fit was published here)."""

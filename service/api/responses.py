@@ -45,8 +45,18 @@ def cached_json(request: Request, payload: Any) -> Response:
     ``no-cache`` makes clients revalidate every time, which the ETag makes cheap: a matching
     ``If-None-Match`` gets ``304 Not Modified`` with no body.
     """
+    return rendered_json(request, render(payload))
+
+
+def render(payload: Any) -> tuple[bytes, str]:
+    """The canonical JSON body of ``payload`` and its strong ETag."""
     body = canonical_json(payload)
-    etag = f'"{hashlib.sha256(body).hexdigest()}"'
+    return body, f'"{hashlib.sha256(body).hexdigest()}"'
+
+
+def rendered_json(request: Request, rendered: tuple[bytes, str]) -> Response:
+    """A body rendered by `render`: 304 when ``If-None-Match`` matches its ETag."""
+    body, etag = rendered
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ServicesDep, SettingsDep, StoreDep, read_access
 from service.api.errors import ERROR_RESPONSES
-from service.api.responses import cached_json
+from service.api.responses import cached_json, render, rendered_json
 from service.errors import NotFound
 from service.outlook import (
     find_or_queue_replay,
@@ -45,10 +45,12 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
     # the hot path: memory only (the cache polls the database in the background)
-    payload = services.posterior_cache.peek(set_id, store.clock(), settings.stale_after)
-    if payload is None:
-        payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
-                                          store.clock(), settings.stale_after)
+    rendered = services.posterior_cache.peek_rendered(set_id, store.clock(),
+                                                      settings.stale_after, render)
+    if rendered is not None:
+        return rendered_json(request, rendered)
+    payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
+                                      store.clock(), settings.stale_after)
     if payload is not None:
         return cached_json(request, payload)
     await run_in_threadpool(store.get_set, set_id)  # unknown set: 404 naming set_id

@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ with warnings.catch_warnings():
 
 from forecast import exact_posterior
 from service.api import create_app
+from service.api.responses import render
 from service.context import Services
 from service.settings import Settings
 from service.store import Store
@@ -482,6 +483,27 @@ def test_fit_status_after_publishing(api, published):
     assert body["status"] == "published" and body["set_id"] == CONVERGENCE
     assert body["diagnostics"]["passed"] is True and body["reason"] is None
     assert body["timings"]["total_s"] > 0 and body["finished_at"]
+
+
+@pytest.mark.slow
+def test_the_posterior_is_rendered_once_per_fit_and_staleness(api, published):
+    """The hot path serves bytes rendered once; a posterior turning stale is rendered anew."""
+    cache = api.services.posterior_cache
+    api.client.get(f"/v1/sets/{CONVERGENCE}/posterior")  # cached by now
+    renders = []
+
+    def counting(payload):
+        renders.append(payload["stale"])
+        return render(payload)
+
+    now = api.store.clock()
+    first = cache.peek_rendered(CONVERGENCE, now, 86_400, counting)
+    assert cache.peek_rendered(CONVERGENCE, now, 86_400, counting) is first
+    later = now + timedelta(days=2)  # past stale_after: the body says so, with a new ETag
+    stale = cache.peek_rendered(CONVERGENCE, later, 86_400, counting)
+    assert json.loads(stale[0])["stale"] is True and stale[1] != first[1]
+    assert cache.peek_rendered(CONVERGENCE, later, 86_400, counting) is stale
+    assert renders in ([True], [False, True])  # the API's own request may have rendered first
 
 
 @pytest.mark.slow
