@@ -458,8 +458,9 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     transitions, filtered, loglik = filtered_draws(scenario_set, arrays, posterior)
     n_samples = loglik.shape[0]
     log_ratio = loglik - base.loglik
-    if np.ptp(log_ratio) < 1e-9:  # the same evidence, as far as (A, θ) can tell
-        log_weights, khat = np.full(n_samples, -np.log(n_samples)), -np.inf
+    uniform = bool(np.ptp(log_ratio) < 1e-9)  # the same evidence, as far as (A, θ) can tell
+    if uniform:
+        log_weights, khat = np.zeros(n_samples), -np.inf
     else:
         r_eff = float(_relative_efficiency(np.exp(log_ratio - log_ratio.max())[:, None],
                                            n_chains)[0])
@@ -474,7 +475,7 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2 / efficiency)
     ess = base.diagnostics.min_ess_bulk / (n_samples * float(np.sum(weights**2)))
     k_max = min(1.0 - 1.0 / np.log10(n_samples), 0.7)
-    failures = list(base.diagnostics.failures)  # empty: a base passed its gate
+    failures = []  # the base's R̂, ESS and divergences passed when it was sampled
     if not khat <= k_max:
         failures.append(f"pareto k̂ {khat:.2f} > {k_max:.2f}")
     if not ess >= gate.min_ess_bulk:
@@ -485,12 +486,12 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
         max_rhat=base.diagnostics.max_rhat, min_ess_bulk=round(float(ess), 1),
         divergences=base.diagnostics.divergences, max_mcse=float(mcse.max()),
         passed=not failures, failures=tuple(failures),
-        pareto_k=None if not np.isfinite(khat) else round(khat, 4))
+        pareto_k=None if uniform else round(khat, 4))
     # Equally weighted draws for everything computed per draw downstream (forecasts, the
     # artifact): the base draws resampled by weight, in their original order, so each chain's
     # stretch keeps its autocorrelation for the forecasts' MCSE; as many as a sampled fit has.
     n_out = chains * draws
-    index = (np.arange(n_samples) if not np.isfinite(khat) and n_out == n_samples
+    index = (np.arange(n_samples) if uniform and n_out == n_samples
              else _systematic_resample(weights, n_out, np.random.default_rng(seed)))
 
     def resampled(values: np.ndarray) -> np.ndarray:

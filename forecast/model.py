@@ -267,9 +267,8 @@ def _regime_likelihood(scenario_set: ScenarioSet, moves, parameters, by_kind):
     k = len(scenario_set.scenarios)
     rate, hazard, level = (parameters.get(name, pt.zeros((0, k)))
                            for name in KIND_PARAMETER.values())
-    layout = [(row, column) for row, columns, _ in transition_rows(scenario_set)
-              for column in columns]
-    rows, columns = [r for r, _ in layout], [c for _, c in layout]
+    rows, columns = zip(*[(row, column) for row, columns, _ in transition_rows(scenario_set)
+                          for column in columns], strict=True)
     statistics = [by_kind[f"{kind}_{part}"] for kind in KIND_PARAMETER
                   for part in ("events", "exposure")]
     return regime_hmm_loglik(moves, rows, columns, np.asarray(scenario_set.prior, dtype=float),

@@ -45,14 +45,13 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
     # the hot path: memory only (the cache polls the database in the background)
-    rendered = services.posterior_cache.peek_rendered(set_id, store.clock(),
-                                                      settings.stale_after, render)
+    cache = services.posterior_cache
+    rendered = cache.peek_rendered(set_id, store.clock(), settings.stale_after, render)
+    if rendered is None:  # not cached yet: the database path fills the cache
+        await run_in_threadpool(cache.get, store, set_id, store.clock(), settings.stale_after)
+        rendered = cache.peek_rendered(set_id, store.clock(), settings.stale_after, render)
     if rendered is not None:
         return rendered_json(request, rendered)
-    payload = await run_in_threadpool(services.posterior_cache.get, store, set_id,
-                                      store.clock(), settings.stale_after)
-    if payload is not None:
-        return cached_json(request, payload)
     await run_in_threadpool(store.get_set, set_id)  # unknown set: 404 naming set_id
     pending = await run_in_threadpool(store.pending_fit, set_id)
     hint = (f"fit {pending.id} is {pending.status}" if pending is not None else

@@ -64,13 +64,10 @@ def reference(nutpie_model, data, x):
             v.set_value(value)
 
 
-def _two_evidences(kind):
+def _two_evidences(kind, all_kinds_set):
     """(scenario set, dynamic, evidence, later evidence with more periods)."""
     if kind == "static":
-        from priors import parse_scenario_set
-
-        from .conftest import ALL_KINDS
-        scenario_set = parse_scenario_set(ALL_KINDS, source="all-kinds.yaml")
+        scenario_set = all_kinds_set
         rng = np.random.default_rng(3)
         return (scenario_set, False, simulate(scenario_set, 1, 12, rng),
                 simulate(scenario_set, 2, 20, rng))
@@ -81,8 +78,8 @@ def _two_evidences(kind):
 
 
 @pytest.mark.parametrize("kind", ["static", pytest.param("dynamic", marks=pytest.mark.slow)])
-def test_callbacks_equal_the_pytensor_functions_they_wrap(kind, model_cache):
-    scenario_set, dynamic, first, later = _two_evidences(kind)
+def test_callbacks_equal_the_pytensor_functions_they_wrap(kind, model_cache, all_kinds_set):
+    scenario_set, dynamic, first, later = _two_evidences(kind, all_kinds_set)
     cache = model_cache if kind == "static" else DEFAULT_CACHE  # test_dynamic reuses it
     compiled, _ = cache.get(scenario_set, first, dynamic=dynamic)
     rng = np.random.default_rng(0)
@@ -121,8 +118,8 @@ LOAD_IN_A_NEW_PROCESS = textwrap.dedent("""
 """)
 
 
-def test_a_new_process_loads_the_callbacks_instead_of_compiling(model_cache):
-    scenario_set, _, first, _ = _two_evidences("static")
+def test_a_new_process_loads_the_callbacks_instead_of_compiling(model_cache, all_kinds_set):
+    scenario_set, _, first, _ = _two_evidences("static", all_kinds_set)
     model_cache.get(scenario_set, first)  # this process compiled (or loaded) and saved them
     out = subprocess.run([sys.executable, "-c", LOAD_IN_A_NEW_PROCESS], cwd=ROOT, env=os.environ,
                          capture_output=True, text=True, check=True, timeout=300)
