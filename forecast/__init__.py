@@ -1,5 +1,6 @@
 """The Bayesian core: model, exact oracle, fitting and diagnostics. Pure: no I/O, no clock."""
 
+import forecast._numba  # noqa: F401  (first: how numba compiles everything below)
 from forecast.exact import (
     ExactDynamicPosterior,
     ExactPosterior,

@@ -1,0 +1,34 @@
+"""Numba code generation that gives the same bits on every thread (imported first by `forecast`).
+
+LLVM's loop and SLP vectorizers, applied to PyTensor's compiled log density, made its last bits
+depend on the memory addresses of the temporaries it allocates: the same point gave gradients
+differing by 1e-16 to 1e-13 when evaluated on another thread, whose allocator arena hands out
+other addresses. nutpie runs each chain on whichever thread of its pool is free, so a seeded
+chain's arithmetic depended on scheduling, and NUTS amplified a last-bit difference into a
+different chain: a seeded fit repeated in one process was not always bit for bit the same
+(docs/decisions/009, which has the measurements). With both vectorizers off the compiled density
+returned identical bits in 144,000 concurrent evaluations, at the same speed (18.2 against
+18.4 µs per log density and gradient of the convergence model).
+
+Numba reads these switches whenever it builds a pass pipeline, so setting them before anything
+is compiled covers every function this process compiles. Code compiled earlier with the
+vectorizers on sits in PyTensor's numba cache under the same keys, so the cache moves to a
+directory of its own.
+"""
+
+from __future__ import annotations
+
+import numba.core.config
+
+# before anything imports PyTensor's numba backend: numba builds its module-level pass
+# pipeline once, when its code generator is first used
+numba.core.config.LOOP_VECTORIZE = False
+numba.core.config.SLP_VECTORIZE = False
+
+from pytensor.link.numba import cache as _pytensor_numba_cache  # noqa: E402
+
+CACHE_DIRECTORY = "numba-scalar"
+if _pytensor_numba_cache.NUMBA_CACHE_PATH.name != CACHE_DIRECTORY:
+    _pytensor_numba_cache.NUMBA_CACHE_PATH = (_pytensor_numba_cache.NUMBA_CACHE_PATH.parent
+                                              / CACHE_DIRECTORY)
+    _pytensor_numba_cache.NUMBA_CACHE_PATH.mkdir(parents=True, exist_ok=True)
