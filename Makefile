@@ -13,7 +13,7 @@ export SIGNPOST_VAR_DIR ?= var
 export PYTENSOR_FLAGS ?= base_compiledir=$(abspath $(SIGNPOST_VAR_DIR))/pytensor
 SAMPLE := indicators/data/sample_observations.csv
 
-.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration clean
+.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration bench-robustness clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -51,7 +51,7 @@ bench-core: install
 bench-replays: install
 	$(BIN)/python -m bench.replay_series
 
-bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays
+bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays bench-robustness
 
 bench-refit: install
 	$(BIN)/python -m bench.refit_latency
@@ -67,3 +67,6 @@ bench-samplers: install
 
 bench-calibration: install
 	$(BIN)/python -m bench.calibration
+
+bench-robustness: install
+	$(BIN)/python -m bench.robustness
