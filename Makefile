@@ -12,8 +12,10 @@ PORT ?= 8000
 export SIGNPOST_VAR_DIR ?= var
 export PYTENSOR_FLAGS ?= base_compiledir=$(abspath $(SIGNPOST_VAR_DIR))/pytensor
 SAMPLE := indicators/data/sample_observations.csv
+# The sample was collected through this date: its import records a review of its indicators.
+SAMPLE_REVIEWED_THROUGH := 2025-12-31
 
-.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration bench-robustness clean
+.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -32,7 +34,7 @@ install: $(STAMP)
 # and the refit scheduler. A second `make run` reuses the database (no duplicate import).
 run: install
 	$(BIN)/signpost init
-	$(BIN)/signpost import $(SAMPLE) --if-empty
+	$(BIN)/signpost import $(SAMPLE) --if-empty --reviewed-through $(SAMPLE_REVIEWED_THROUGH)
 	$(BIN)/signpost refit
 	$(BIN)/signpost serve --host $(HOST) --port $(PORT)
 
@@ -51,7 +53,7 @@ bench-core: install
 bench-replays: install
 	$(BIN)/python -m bench.replay_series
 
-bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays bench-robustness
+bench: bench-refit bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays bench-robustness bench-bias
 
 bench-refit: install
 	$(BIN)/python -m bench.refit_latency
@@ -70,3 +72,6 @@ bench-calibration: install
 
 bench-robustness: install
 	$(BIN)/python -m bench.robustness
+
+bench-bias: install
+	$(BIN)/python -m bench.bias

@@ -60,7 +60,7 @@ def quarter_ends(first: date, last: date) -> list[date]:
 def evidence_of(scenario_set, observations, as_of: date, reviewed: date | None):
     """The set's evidence, with a review of the record's indicators where the code has reviews."""
     if "reviews" in inspect.signature(set_evidence).parameters:
-        from forecast import Review
+        from indicators import Review
         ids = sorted({o.indicator for o in observations} & set(scenario_set.indicator_ids))
         reviews = [Review(through=reviewed, indicators=tuple(ids))] if reviewed else []
         return set_evidence(scenario_set, observations, as_of=as_of, reviews=reviews)
@@ -140,12 +140,15 @@ def main() -> None:
                        "max_mcse": result.diagnostics.max_mcse,
                        "probability": [float(p) for p in result.probabilities],
                        "sampler": {k: v for k, v in result.sampler.items()
-                                   if isinstance(v, int | float | str)}}
+                                   if isinstance(v, int | float | str | dict | list)}}
         except Exception as exc:  # a crash is a failure too, with its reason
             outcome = {"published": False, "reason": f"{type(exc).__name__}: {exc}"}
         outcome |= {"family": family, "record": label, "seconds": time.perf_counter() - t0}
         results.append(outcome)
         mark = "" if outcome["published"] else f"  REJECTED: {outcome['reason']}"
+        earlier = outcome.get("sampler", {}).get("rejected")
+        if earlier:  # estimators that failed the gate before the one that ran
+            mark += "  (" + "; ".join(f"{m}: {', '.join(r)}" for m, r in earlier.items()) + ")"
         print(f"  {family:9s} {label:16s} {outcome['seconds']:6.1f} s{mark}", flush=True)
     took = time.perf_counter() - started
 

@@ -1,8 +1,17 @@
-"""Fitting: sample the model, check the diagnostics gate, summarise into a :class:`Fit`.
+"""Fitting: estimate the posterior, check the diagnostics gate, summarise into a :class:`Fit`.
 
-The sampler is nutpie on a model compiled once per scenario set and kept in a
-:class:`ModelCache`; each refit swaps in new evidence with ``with_data`` (design.md: a first
-``pm.sample`` costs ~20 s, a warm ``with_data`` + sample 0.25 s).
+Static sets: the scenario probability is exact (the collapsed conjugate model); nutpie samples
+the per-scenario parameters on a model compiled once per set and kept in a :class:`ModelCache`,
+each refit swapping in new evidence with ``with_data``.
+
+Dynamic sets (docs/decisions/011): first by their scenario paths (`forecast.paths`): every
+path of up to S segments scored exactly, iid draws of (A, θ) from that truncated posterior,
+importance weights for the paths with more segments. The nowcast combines the exact part with
+the weighted remainder. Only when the weights say the truncation misses too much (Pareto k̂,
+their effective sample size) does the fit sample with NUTS, whose nowcast takes the same exact
+part as a control variate; a NUTS run short only of precision is followed by a fresh run sized
+from it, whose draws alone are used (not more draws on top of the ones that fell short), within
+a time budget.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import nutpie
@@ -37,6 +46,19 @@ from forecast.model import (
     transition_rows,
 )
 from forecast.ops import filter_draws
+from forecast.paths import (
+    PathModel,
+    PathSums,
+    conditional_draws,
+    enumerate_paths,
+    ffbs,
+    mixture_log_density,
+    path_counts,
+    path_model,
+    sample_paths,
+    scorer,
+    segment_filter,
+)
 from indicators import Evidence
 from priors import ScenarioSet
 
@@ -45,23 +67,31 @@ PROBABILITY = "scenario_probability"
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample (apart from the model): draws, tuning, chains and seed."""
+    """How to estimate (apart from the model): method, draws, tuning, chains, seed, budget."""
 
     draws: int = 1000
     tune: int = 500
-    dynamic_draws: int = 1800  # per chain when dynamic (MCSE ≈ 0.004 on the bundled set);
-    # more chains only when the gate fails on MCSE alone: cheaper on median than more every time
+    dynamic_draws: int = 1800  # NUTS, per chain when dynamic
     dynamic_tune: int = 300
-    max_draws: int = 8000  # cap on the added chains: at most max_draws // draws runs of chains
+    # a fresh NUTS run sized from one short of precision has at most max_draws × chains
+    # draws in all (longer chains or more of them)
+    max_draws: int = 8000
     chains: int = 4
     cores: int = 2
     seed: int | None = None  # a seed asks for a sampler run of its own (never re-weighted)
-    # dynamic sets: re-weight the last sampled posterior for new evidence (PSIS, decision 008)
-    # and sample only when the re-weighted one fails the gate
+    # dynamic sets: "auto" (paths, then NUTS if the paths' weights fail), "paths" or "nuts"
+    method: str = "auto"
+    # iid draws from the enumerated paths for the nowcast (the tail's share is heavy-tailed
+    # across draws: 4000 left it ~25 % low in a trial), and how many of them, resampled by
+    # weight, carry the forecasts and the artifact
+    path_draws: int = 20000
+    kept_draws: int = 4000
+    max_paths: int = 4_000_000  # most paths enumerated: S is the largest that fits
+    # seconds a fit may spend on more draws once its first estimate fell short of precision
+    time_budget: float = 45.0
+    # NUTS refits of dynamic sets: re-weight the last sampled posterior for new evidence
+    # (PSIS, decision 008) and sample only when the re-weighted one fails the gate
     reweight: bool = True
-    # a sampled dynamic fit's MCSE target as a share of the gate's: below 1, headroom for the
-    # refits that will re-weight it (the service's long-lived worker uses 0.7)
-    base_mcse: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -391,7 +421,7 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
 
 
 def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
-                   posterior: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   posterior: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-draw transition matrices, filtered probabilities and log-likelihoods (dynamic fits).
 
     Rao-Blackwellised: ``P(z_t | y_1..t, A_s, θ_s)`` in closed form for each posterior draw
@@ -403,16 +433,19 @@ def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
     filtered : (S, T, K) ndarray
     loglik : (S,) ndarray
         ``log p(y | A_s, θ_s)`` up to terms free of (A, θ).
+    emissions : (S, T, K) ndarray
+        The filter's per-period log likelihoods.
 
     """
     transitions = transition_draws(scenario_set, posterior)
     n_samples = transitions.shape[0]
     theta = {name: posterior[name].values.reshape(n_samples, *posterior[name].shape[2:])
              for name in KIND_PARAMETER.values() if name in posterior}
-    emissions = regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np)
-    filtered, loglik = filter_draws(transitions, np.ascontiguousarray(emissions),
+    emissions = np.ascontiguousarray(
+        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np))
+    filtered, loglik = filter_draws(transitions, emissions,
                                     np.asarray(scenario_set.prior, dtype=float))
-    return transitions, filtered, loglik
+    return transitions, filtered, loglik, emissions
 
 
 def _nowcast(scenario_set: ScenarioSet, transitions: np.ndarray,
@@ -442,7 +475,8 @@ def _systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) 
 
 
 def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
-              gate: GateSettings, seed: int, chains: int, draws: int) -> dict[str, Any]:
+              gate: GateSettings, seed: int, chains: int, draws: int,
+              exact: _Exact | None = None) -> dict[str, Any]:
     """The base posterior re-weighted for new evidence by Pareto-smoothed importance sampling.
 
     Proposal: the base posterior p(A, θ | y_base); target: p(A, θ | y). The prior cancels, so
@@ -451,11 +485,12 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     divergences, k̂ ≤ min(1 − 1/log10 S, 0.7) (Vehtari et al. 2024), the base's least ESS
     scaled by the weights' efficiency, and each probability's MCSE from the weighted variance
     and the draws' relative efficiency (as `loo`'s ``E_loo``). The draws kept for what is
-    computed per draw downstream are ``chains`` × ``draws`` resampled by weight.
+    computed per draw downstream are ``chains`` × ``draws`` resampled by weight. With
+    ``exact``, the nowcast takes the enumerated paths' exact part as a control variate.
     """
     posterior = base.posterior
     n_chains = posterior.sizes["chain"]
-    transitions, filtered, loglik = filtered_draws(scenario_set, arrays, posterior)
+    transitions, filtered, loglik, emissions = filtered_draws(scenario_set, arrays, posterior)
     n_samples = loglik.shape[0]
     log_ratio = loglik - base.loglik
     uniform = bool(np.ptp(log_ratio) < 1e-9)  # the same evidence, as far as (A, θ) can tell
@@ -470,9 +505,11 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     weights = np.exp(log_weights - log_weights.max())
     weights /= weights.sum()
     alpha = _nowcast(scenario_set, transitions, filtered)
-    probability = weights @ alpha
-    efficiency = _relative_efficiency(alpha, n_chains)
-    mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2 / efficiency)
+    estimand = alpha if exact is None else exact.adjusted(alpha,
+                                                          exact.within(transitions, emissions))
+    probability = weights @ estimand
+    efficiency = _relative_efficiency(estimand, n_chains)
+    mcse = np.sqrt((weights**2) @ (estimand - probability) ** 2 / efficiency)
     ess = base.diagnostics.min_ess_bulk / (n_samples * float(np.sum(weights**2)))
     k_max = min(1.0 - 1.0 / np.log10(n_samples), 0.7)
     failures = []  # the base's R̂, ESS and divergences passed when it was sampled
@@ -510,10 +547,339 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     kept_draws.attrs = {
         "signpost_method": "PSIS re-weighting of a sampled posterior, resampled",
         "signpost_base_evidence_hash": base.evidence_hash, "signpost_base_seed": base.seed}
+    path = np.einsum("s,stk->tk", weights, filtered)
+    if path.shape[0]:
+        path[-1] = probability
     return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
-            "path": np.einsum("s,stk->tk", weights, filtered), "posterior": kept_draws,
+            "path": path, "posterior": kept_draws,
             "alpha": alpha[index], "transitions": transitions[index],
+            "filtered": filtered[index], "emissions": emissions[index],
             "datatree": xr.DataTree.from_dict({"posterior": kept_draws})}
+
+
+class _Exact(NamedTuple):
+    """The enumerated paths of a dynamic set: the exact part of its nowcast."""
+
+    model: PathModel
+    sums: PathSums
+    nowcast: np.ndarray  # (K,) P(z_T = k | y, at most S segments)
+
+    @property
+    def segments(self) -> int:
+        return self.sums.max_segments
+
+    @property
+    def complete(self) -> bool:
+        """Every allowed path was scored: the truncated posterior is the posterior."""
+        return self.segments >= self.model.n_periods
+
+    def within(self, transitions: np.ndarray, emissions: np.ndarray) -> np.ndarray:
+        """(draws, K, S) per draw: P(z_T = k and s segments | A, θ, y), s = 1 … S."""
+        return segment_filter(np.ascontiguousarray(transitions),
+                              np.ascontiguousarray(emissions), self.model.prior, self.segments)
+
+    def adjusted(self, alpha: np.ndarray, within: np.ndarray,
+                 scale: np.ndarray | None = None) -> np.ndarray:
+        """(draws, K) per draw: ``q · c + (α − c_k)``, whose posterior mean is the nowcast.
+
+        The part of each draw's nowcast carried by paths of at most S segments, ``c_k``, is
+        replaced by that part's exact average ``q_k`` scaled by the draw's share ``c``: a
+        control variate with known mean, so only the paths beyond S are left to Monte Carlo.
+        ``scale`` replaces ``c`` (draws importance-weighted by 1/scale).
+        """
+        inside = within.sum(axis=2)
+        share = inside.sum(axis=1) if scale is None else scale
+        return self.nowcast[None, :] * share[:, None] + np.clip(alpha - inside, 0.0, None)
+
+
+def _enumerate(scenario_set: ScenarioSet, arrays: EvidenceArrays,
+               sampler: SamplerSettings) -> _Exact:
+    """Score every path of as many segments as `SamplerSettings.max_paths` allows."""
+    model = path_model(scenario_set, arrays)
+    segments, total = 1, 0
+    for count in path_counts(model, max(model.n_periods, 1)):
+        if total + count > sampler.max_paths and total:
+            break
+        total += count
+        segments += 1
+    sums = enumerate_paths(model, max(1, segments - 1))
+    return _Exact(model, sums, sums.nowcast(model.n_states))
+
+
+BOUNDED_WEIGHTS = 2.0  # max / min importance weight below which no tail needs smoothing
+PATH_COMPONENTS = 256  # (A, θ) draws whose filters propose the paths beyond the enumeration
+MIN_LONG = 50  # long-path proposals needed before their weights' tail (k̂) can be judged
+SLOW_MIXING_RHAT = 1.05  # an R̂ up to this is slow mixing (a longer run helps), not modes
+
+
+def _weights(log_c: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Normalised importance weights ∝ 1/c, and their Pareto k̂ (None: bounded weights).
+
+    Weights within a factor of `BOUNDED_WEIGHTS` of each other have no tail to fit (k̂ would
+    be noise, and smoothing them biased the nowcast by 2–3 MCSE in a trial on the bundled set):
+    they are used as they are. Wider weights are Pareto-smoothed (PSIS) and gated on k̂.
+    """
+    if np.ptp(log_c) <= np.log(BOUNDED_WEIGHTS):
+        weights = np.exp(log_c.min() - log_c)
+        return weights / weights.sum(), None
+    # ArviZ's psislw takes a log-likelihood ℓ and returns the weights of exp(−ℓ)
+    log_w, khat = array_stats.psislw(log_c, r_eff=1.0)
+    weights = np.exp(log_w - log_w.max())
+    return weights / weights.sum(), float(khat)
+
+
+@dataclass
+class _PathDraws:
+    """(A, θ) draws given paths, with what each draw's filter gives."""
+
+    paths: np.ndarray
+    transitions: np.ndarray
+    theta: dict[str, np.ndarray]
+    emissions: np.ndarray
+    filtered: np.ndarray
+    loglik: np.ndarray
+    alpha: np.ndarray
+
+    def take(self, index: np.ndarray) -> _PathDraws:
+        return _PathDraws(self.paths[index], self.transitions[index],
+                          {name: v[index] for name, v in self.theta.items()},
+                          self.emissions[index], self.filtered[index], self.loglik[index],
+                          self.alpha[index])
+
+
+def _path_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact,
+                paths: np.ndarray, rng: np.random.Generator) -> _PathDraws:
+    """One draw of (A, θ) from its exact conditional per path, and each draw's filter."""
+    transitions, theta = conditional_draws(exact.model, paths, rng)
+    emissions = np.ascontiguousarray(
+        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np))
+    filtered, loglik = filter_draws(transitions, emissions,
+                                    np.asarray(scenario_set.prior, dtype=float))
+    return _PathDraws(paths, transitions, theta, emissions, filtered, loglik,
+                      _nowcast(scenario_set, transitions, filtered))
+
+
+def _truncated_draws(scenario_set, arrays, exact, n, rng) -> _PathDraws:
+    paths = sample_paths(exact.model, exact.sums, n, rng)
+    return _path_draws(scenario_set, arrays, exact, paths[rng.permutation(n)], rng)
+
+
+def _by_weights(exact: _Exact, draws: _PathDraws, gate: GateSettings) -> dict[str, Any]:
+    """Estimate 1 — draws of the truncated posterior, weighted ∝ 1/c(A, θ).
+
+    Each draw carries the exact probability of the paths beyond S given its (A, θ)
+    (Rao–Blackwellised), so a tiny tail is estimated precisely; but where those paths carry
+    real mass the weights grow a heavy tail (Pareto k̂).
+    """
+    n = draws.alpha.shape[0]
+    within = exact.within(draws.transitions, draws.emissions)
+    share = within.sum(axis=(1, 2))
+    weights, khat = _weights(np.log(np.clip(share, 1e-300, None)))
+    adjusted = exact.adjusted(draws.alpha, within)
+    probability = weights @ adjusted
+    mcse = np.sqrt((weights**2) @ (adjusted - probability) ** 2)
+    ess = 1.0 / float(np.sum(weights**2))
+    k_max = min(1.0 - 1.0 / np.log10(n), 0.7)
+    failures = []
+    if khat is not None and not khat <= k_max:
+        failures.append(f"pareto k̂ {khat:.2f} > {k_max:.2f}")
+    if not ess >= gate.min_ess_bulk:
+        failures.append(f"bulk ESS {ess:.0f} < {gate.min_ess_bulk:.0f}")
+    return {"estimator": "weights", "probability": probability, "mcse": mcse, "ess": ess,
+            "pareto_k": khat, "tail": 1.0 - float(weights @ share), "weights": weights,
+            "failures": failures}
+
+
+def _tail_paths(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact,
+                components: _PathDraws, n: int, rng: np.random.Generator,
+                gate: GateSettings, stages: int = 6) -> dict[str, Any]:
+    """Estimate 2 — the mass of the paths beyond S by importance sampling over paths.
+
+    Proposal: forward filtering, backward sampling from a mixture of D (A, θ) draws, whose
+    density at a path is known; target: the path's exact log p(z, y) (`score_paths`). The
+    enumerated paths' mass is exact, so only the longer paths' is sampled:
+    ``P(z_T = k | y) = (Z_≤S,k + T_k) / (Z_≤S + T)`` with ``T_k`` unbiased. Until the weights
+    of the long paths are well behaved (k̂ ≤ 0.5 and enough of them), the mixture is refitted
+    from the estimate (components drawn from the enumerated paths and the weighted long
+    ones, at least a quarter from the long), up to ``stages`` times; the last stage's draws
+    alone give the estimate.
+    """
+    score = scorer(exact.model)
+    log_z = exact.sums.total()
+    t_len, k = exact.model.n_periods, exact.model.n_states
+    log_prior = np.log(np.clip(exact.model.prior, 1e-300, None))
+    for stage in range(stages):
+        picks = rng.integers(components.alpha.shape[0], size=n)
+        paths = ffbs(components.filtered, components.transitions, picks, rng.random((n, t_len)))
+        with np.errstate(divide="ignore"):
+            log_g = mixture_log_density(paths, log_prior, np.log(components.transitions),
+                                        components.emissions, components.loglik)
+        log_w, segments = score(paths)
+        long = segments > exact.segments
+        log_ratio = np.where(long, log_w - log_z - log_g, -np.inf)
+        ratio = np.exp(np.clip(log_ratio, -745.0, 700.0))
+        per_draw = np.zeros((n, k))
+        per_draw[np.arange(n), paths[:, -1]] = ratio
+        tail_k = per_draw.mean(axis=0)
+        tail = float(tail_k.sum())
+        share = tail / (1.0 + tail)
+        n_long = int(long.sum())
+        long_ratio = ratio[long]
+        ess = float(long_ratio.sum() ** 2 / np.sum(long_ratio**2)) if n_long else 0.0
+        khat = None
+        if n_long >= MIN_LONG and np.ptp(log_ratio[long]) > np.log(BOUNDED_WEIGHTS):
+            _, khat = array_stats.psislw(-log_ratio[long], r_eff=1.0)
+            khat = float(khat)
+        settled = (share < 1e-4 or (n_long >= MIN_LONG and (khat is None or khat <= 0.5)
+                                    and (share < 0.01 or ess >= gate.min_ess_bulk)))
+        if settled or stage + 1 == stages or not n_long:
+            break
+        m = components.alpha.shape[0]
+        from_long = rng.random(m) < max(share, 0.25)
+        fresh = sample_paths(exact.model, exact.sums, m, rng)[rng.permutation(m)]
+        resampled = rng.choice(np.flatnonzero(long), size=m, p=long_ratio / long_ratio.sum())
+        fresh[from_long] = paths[resampled][from_long]
+        components = _path_draws(scenario_set, arrays, exact, fresh, rng)
+    probability = (exact.nowcast + tail_k) / (1.0 + tail)
+    influence = (per_draw - probability[None, :] * per_draw.sum(axis=1, keepdims=True)) \
+        / (1.0 + tail)
+    mcse = influence.std(axis=0) / np.sqrt(n)
+    failures = []
+    if share >= 1e-3 and n_long < MIN_LONG:
+        failures.append(f"paths beyond {exact.segments} segments hold {share:.3f} of the "
+                        f"mass but only {n_long} of {n} proposals reached them")
+    if khat is not None and khat > 0.7:
+        failures.append(f"pareto k̂ {khat:.2f} > 0.70 on the paths beyond "
+                        f"{exact.segments} segments")
+    if share >= 0.01 and ess < gate.min_ess_bulk:
+        failures.append(f"bulk ESS {ess:.0f} < {gate.min_ess_bulk:.0f} on the paths beyond "
+                        f"{exact.segments} segments")
+    return {"estimator": "long paths", "probability": probability, "mcse": mcse,
+            "ess": ess if share >= 1e-3 else float(n), "pareto_k": khat, "tail": share,
+            "failures": failures, "long_paths": paths[long], "long_ratio": long_ratio,
+            "stages": stage + 1}
+
+
+def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact,
+                   settings: FitSettings, seed: int, deadline: float,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """The posterior from the enumerated paths, without a Markov chain (decision 011).
+
+    Draws: paths from the truncated posterior (systematic resampling of the exact weights),
+    then (A, θ) from their conjugate conditionals: iid. The nowcast is the enumerated paths'
+    exact part plus an estimate of the longer paths': by weighting the draws ∝ 1/c(A, θ)
+    when those weights are well behaved, else by importance sampling over the long paths.
+    A nowcast short only of precision gets a fresh set of draws sized from it (its own draws
+    alone are used), while the time budget lasts.
+    """
+    gate, sampler = settings.gate, settings.sampler
+    chains = sampler.chains
+    n = max(chains, int(np.ceil(sampler.path_draws / chains)) * chains)
+    attempt = 0
+    while True:
+        rng = np.random.default_rng([seed, attempt])
+        drawn = time.perf_counter()
+        draws = _truncated_draws(scenario_set, arrays, exact, n, rng)
+        estimate = _by_weights(exact, draws, gate)
+        if estimate["failures"]:
+            say(f"weights of the draws beyond {exact.segments} segments "
+                f"({'; '.join(estimate['failures'])}): sampling the long paths")
+            tried = estimate["failures"]
+            estimate = _tail_paths(scenario_set, arrays, exact,
+                                   draws.take(np.arange(min(n, PATH_COMPONENTS))), n, rng, gate)
+            estimate["weights_failed"] = tried
+        mcse = estimate["mcse"]
+        failures = list(estimate["failures"])
+        if float(mcse.max()) > gate.max_mcse:
+            failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
+        per_draw = (time.perf_counter() - drawn) / n
+        if not failures or not all(f.startswith(("MCSE", "bulk ESS")) for f in failures):
+            break
+        factor = max((float(mcse.max()) / gate.max_mcse) ** 2,
+                     gate.min_ess_bulk / max(float(estimate["ess"]), 1.0))
+        wanted = int(np.ceil(n * 1.2 * factor / chains)) * chains
+        if time.perf_counter() + per_draw * wanted > deadline:
+            failures[-1] += (f" after {n} draws; {wanted} would take ~{per_draw * wanted:.0f} s, "
+                             "past the fit's time budget")
+            break
+        say(f"MCSE {float(mcse.max()):.4f} from {n} path draws: {wanted} fresh ones")
+        n, attempt = wanted, attempt + 1
+
+    # Equally weighted draws for what is computed per draw downstream (forecasts, artifact)
+    kept = min(n, max(chains, sampler.kept_draws // chains * chains))
+    keep_rng = np.random.default_rng([seed, attempt, 1])
+    if estimate["estimator"] == "weights":
+        index = np.sort(_systematic_resample(estimate["weights"], kept, keep_rng))
+        draws = draws.take(index)
+    else:  # the path posterior estimated: enumerated paths, and the weighted long ones
+        n_long = keep_rng.binomial(kept, estimate["tail"])
+        long = estimate["long_paths"]
+        paths = sample_paths(exact.model, exact.sums, kept - n_long, keep_rng)
+        if n_long:
+            ratio = estimate["long_ratio"]
+            paths = np.concatenate([paths, long[_systematic_resample(
+                ratio / ratio.sum(), n_long, keep_rng)].astype(np.int8)])
+        draws = _path_draws(scenario_set, arrays, exact, paths[keep_rng.permutation(kept)],
+                            keep_rng)
+    probability = estimate["probability"]
+    posterior = _posterior_dataset(scenario_set, draws, chains)
+    posterior.attrs = {"signpost_method": "iid draws of the enumerated scenario paths "
+                                          f"(paths beyond: {estimate['estimator']})",
+                       "signpost_segments": exact.segments}
+    diagnostics = Diagnostics(  # iid draws: no chain to converge (R̂ 1), nothing to diverge
+        max_rhat=1.0, min_ess_bulk=round(float(estimate["ess"]), 1), divergences=0,
+        max_mcse=float(mcse.max()), passed=not failures, failures=tuple(failures),
+        pareto_k=None if estimate["pareto_k"] is None else round(estimate["pareto_k"], 4))
+    path = draws.filtered.mean(axis=0)
+    if path.shape[0]:
+        path[-1] = probability  # the last period's filtered probability is the nowcast
+    sampler_info = {"name": "paths", "segments": exact.segments, "paths": exact.sums.n_paths,
+                    "exact": exact.complete, "draws": n, "kept": kept, "chains": chains,
+                    "beyond": estimate["estimator"], "tail_share": float(estimate["tail"]),
+                    "transitions": "learned"}
+    if "weights_failed" in estimate:
+        sampler_info["weights_failed"] = estimate["weights_failed"]
+        sampler_info["stages"] = estimate["stages"]
+    return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
+            "path": path, "posterior": posterior, "alpha": draws.alpha,
+            "transitions": draws.transitions, "filtered": draws.filtered,
+            "emissions": draws.emissions, "datatree": xr.DataTree.from_dict({
+                "posterior": posterior}), "sampler": sampler_info, "loglik": draws.loglik}
+
+
+def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int) -> Any:
+    """The draws as a posterior Dataset shaped like a sampler's: (chain, draw, ...)."""
+    k = len(scenario_set.scenarios)
+    per_chain = draws.alpha.shape[0] // chains
+    coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(per_chain),
+                              "scenario": list(scenario_set.scenario_ids)}
+    variables: dict[str, Any] = {}
+    for kind, name in KIND_PARAMETER.items():
+        if name in draws.theta:
+            dim = f"{kind}_indicator"
+            coords[dim] = [spec.id for spec in scenario_set.indicators if spec.kind == kind]
+            variables[name] = (("chain", "draw", dim, "scenario"),
+                               draws.theta[name].reshape(chains, per_chain, -1, k))
+    for row, columns, _ in transition_rows(scenario_set):
+        source = scenario_set.scenario_ids[row]
+        dim = f"from_{source}"
+        coords[dim] = [scenario_set.scenario_ids[c] for c in columns]
+        variables[f"transition_{source}"] = (
+            ("chain", "draw", dim),
+            draws.transitions[:, row, columns].reshape(chains, per_chain, -1))
+    variables[PROBABILITY] = (("chain", "draw", "scenario"),
+                              draws.alpha.reshape(chains, per_chain, k))
+    return xr.Dataset(variables, coords=coords)
+
+
+def _nowcast_gate(diagnostics: Diagnostics, mcse: np.ndarray, gate: GateSettings,
+                  extra: tuple[str, ...] = ()) -> Diagnostics:
+    """``diagnostics`` with the nowcast's MCSE replaced (the hybrid estimate's)."""
+    failures = [f for f in diagnostics.failures if not f.startswith("MCSE")] + list(extra)
+    if float(mcse.max()) > gate.max_mcse:
+        failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
+    return replace(diagnostics, max_mcse=float(mcse.max()), passed=not failures,
+                   failures=tuple(failures))
 
 
 def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | None = None,
@@ -549,6 +915,7 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     cache = cache if cache is not None else DEFAULT_CACHE
     say = progress or (lambda message: None)
     started = time.perf_counter()
+    deadline = started + settings.sampler.time_budget
     arrays = EvidenceArrays.select(scenario_set, evidence)
     evidence_hash = evidence.hash()
     seed = settings.sampler.seed
@@ -556,28 +923,84 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         seed = _seed_for(evidence_hash, scenario_set.content_hash)
 
     dynamic = bool(settings.dynamic and transition_rows(scenario_set))
+    method = settings.sampler.method
+    if method not in ("auto", "paths", "nuts"):
+        raise ValueError(f"sampler method {method!r} is not 'auto', 'paths' or 'nuts'")
+    exact = None
+    rejected: dict[str, list[str]] = {}
+    if dynamic:
+        say("enumerating scenario paths")
+        enumerated = time.perf_counter()
+        exact = _enumerate(scenario_set, arrays, settings.sampler)
+        enumerate_s = time.perf_counter() - enumerated
+        if method in ("auto", "paths"):
+            say(f"drawing from {exact.sums.n_paths:,} paths of up to {exact.segments} segments")
+            outcome = _paths_outcome(scenario_set, arrays, exact, settings, seed, deadline, say)
+            if outcome["diagnostics"].passed or method == "paths":
+                say("forecasting")
+                return _summarise(scenario_set, evidence, arrays, outcome, outcome["sampler"],
+                                  seed, evidence_hash,
+                                  {"compile_s": 0.0, "enumerate_s": enumerate_s,
+                                   "sample_s": time.perf_counter() - enumerated - enumerate_s},
+                                  started)
+            rejected["paths"] = list(outcome["diagnostics"].failures)
+            say(f"path draws failed the gate ({'; '.join(rejected['paths'])}): NUTS")
+
     say("model warm" if cache.has(scenario_set, dynamic) else "compiling")
     compiled, compile_s = cache.get(scenario_set, evidence, dynamic=dynamic)
     base = compiled.base
-    rejected: tuple[str, ...] = ()
     if base is not None and settings.sampler.reweight and settings.sampler.seed is None:
         # One more observation moves the posterior little: re-weighting the last sampled one
         # costs two forward filters per draw instead of ~125k gradients (decision 008).
         say("re-weighting the last sampled posterior")
         reweighted = _reweight(scenario_set, arrays, base, settings.gate, seed,
-                               settings.sampler.chains, settings.sampler.dynamic_draws)
+                               settings.sampler.chains, settings.sampler.dynamic_draws, exact)
         if reweighted["diagnostics"].passed:
             sampler = {"name": "psis", "draws": settings.sampler.dynamic_draws,
                        "chains": settings.sampler.chains,  # kept: resampled by weight
                        "base_chains": int(base.posterior.sizes["chain"]),
                        "transitions": "learned", "base_evidence_hash": base.evidence_hash,
-                       "base_seed": base.seed}
+                       "base_seed": base.seed, **_hybrid_info(exact)}
+            if rejected:
+                sampler["rejected"] = rejected
             say("forecasting")
             return _summarise(scenario_set, evidence, arrays, reweighted, sampler, seed,
                               evidence_hash, {"compile_s": compile_s, "sample_s": 0.0},
                               started)
-        rejected = reweighted["diagnostics"].failures
-        say(f"re-weighting failed the gate ({'; '.join(rejected)}): sampling")
+        rejected["psis"] = list(reweighted["diagnostics"].failures)
+        say(f"re-weighting failed the gate ({'; '.join(rejected['psis'])}): sampling")
+    outcome, sampler, sample_s = _sample_nuts(scenario_set, arrays, compiled, exact, settings,
+                                              seed, deadline, say)
+    if dynamic and outcome["diagnostics"].passed:  # what the next refit may re-weight
+        compiled.base = _Base(evidence_hash=evidence_hash, seed=int(seed),
+                              posterior=outcome["posterior"].to_dataset(),
+                              loglik=outcome["loglik"], diagnostics=outcome["diagnostics"])
+    if rejected:
+        sampler["rejected"] = rejected
+        if "psis" in rejected:  # the name earlier fits' records used
+            sampler["reweight_rejected"] = rejected["psis"]
+    say("forecasting")
+    return _summarise(scenario_set, evidence, arrays, outcome, sampler, seed, evidence_hash,
+                      {"compile_s": compile_s, "sample_s": sample_s}, started)
+
+
+def _hybrid_info(exact: _Exact | None) -> dict[str, Any]:
+    if exact is None:
+        return {}
+    return {"control_variate": {"segments": exact.segments, "paths": exact.sums.n_paths}}
+
+
+def _sample_nuts(scenario_set: ScenarioSet, arrays: EvidenceArrays, compiled: _Compiled,
+                 exact: _Exact | None, settings: FitSettings, seed: int, deadline: float,
+                 say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Sample with nutpie; a run short only of precision is replaced by a fresh, larger one.
+
+    The fresh run's size comes from the run before it (MCSE shrinks as 1/√draws), and only
+    its own draws are used: adding draws until the MCSE passes would stop early exactly when
+    the running estimate happens to be low (optional stopping). Runs continue while the time
+    budget allows; a fit short of precision then fails saying what it reached.
+    """
+    dynamic = exact is not None
     data = {name: value for name, value in arrays.as_data().items()
             if name in compiled.data_names}
     nutpie_model = compiled.nutpie_model.with_data(**data)
@@ -590,37 +1013,30 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         say("finding the posterior mode")
         nutpie_model = _start_at_mode(nutpie_model, _posterior_mode(nutpie_model, seed))
     k = len(scenario_set.scenarios)
-    draws_per_chain = settings.sampler.dynamic_draws if dynamic else settings.sampler.draws
-    tune = settings.sampler.dynamic_tune if dynamic else settings.sampler.tune
-    chains = settings.sampler.chains
-    # Monte Carlo error shrinks as 1/sqrt(draws): when precision is all a fit misses, more
-    # chains of the same length (seeds seed + 1, …) join the ones already drawn — converged
-    # draws are kept, not thrown away — up to max_draws per chain's worth of chains.
-    max_batches = max(1, settings.sampler.max_draws // draws_per_chain)
-    target_mcse = settings.gate.max_mcse * (
-        settings.sampler.base_mcse if dynamic and settings.sampler.reweight else 1.0)
-    runs: list[Any] = []
-    sample_s = 0.0
-    new_chains = chains
+    sampler = settings.sampler
+    draws_per_chain = sampler.dynamic_draws if dynamic else sampler.draws
+    tune = sampler.dynamic_tune if dynamic else sampler.tune
+    run_chains, runs, sample_s = sampler.chains, 0, 0.0
     while True:
-        say(f"sampling {new_chains} × {draws_per_chain}")
+        say(f"sampling {run_chains} × {draws_per_chain}")
         sample_started = time.perf_counter()
         try:
-            runs.append(nutpie.sample(
-                nutpie_model, draws=draws_per_chain, tune=tune, chains=new_chains,
-                cores=settings.sampler.cores, seed=seed + len(runs),
-                progress_bar=False, save_warmup=False,
-            ))
+            datatree = nutpie.sample(
+                nutpie_model, draws=draws_per_chain, tune=tune, chains=run_chains,
+                cores=sampler.cores, seed=seed + runs, progress_bar=False, save_warmup=False)
         except Exception as exc:  # the sampler's failures come in many types
             raise FitFailed(f"sampling {scenario_set.id} failed: {exc}") from exc
-        sample_s += time.perf_counter() - sample_started
-        datatree = _join_chains(runs)
+        took = time.perf_counter() - sample_started
+        sample_s += took
+        runs += 1
 
         say("filtering")
         posterior = datatree["posterior"]
         n_chains = posterior.sizes["chain"]
+        loglik = None
         if dynamic:
-            transitions, filtered, loglik = filtered_draws(scenario_set, arrays, posterior)
+            transitions, filtered, loglik, emissions = filtered_draws(scenario_set, arrays,
+                                                                      posterior)
             alpha = _nowcast(scenario_set, transitions, filtered)
             path = filtered.mean(axis=0)
             posterior[PROBABILITY] = xr.DataArray(
@@ -632,34 +1048,60 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
             path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
             alpha = posterior[PROBABILITY].values.reshape(-1, k)
             transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
+            filtered = path  # the same in every draw: the scenario probability is exact
         diagnostics, mcse = diagnose(datatree, settings.gate)
-        only_mcse = diagnostics.failures and all(f.startswith("MCSE")
-                                                 for f in diagnostics.failures)
-        # a sampled dynamic posterior is what later refits re-weight, which costs precision:
-        # it is drawn to `base_mcse` of the gate's MCSE so that several refits can reuse it
-        short = diagnostics.passed and diagnostics.max_mcse > target_mcse
-        batches = n_chains // chains
-        if not (only_mcse or short) or batches >= max_batches:
+        probability = alpha.mean(axis=0)
+        if dynamic:
+            adjusted = exact.adjusted(alpha, exact.within(transitions, emissions))
+            probability = adjusted.mean(axis=0)
+            mcse = array_stats.mcse(adjusted.reshape(n_chains, -1, k), chain_axis=0,
+                                    draw_axis=1)
+            mcse = np.where(np.ptp(adjusted, axis=0) > 0, np.nan_to_num(mcse), 0.0)
+            diagnostics = _nowcast_gate(diagnostics, mcse, settings.gate)
+            if path.shape[0]:
+                path[-1] = probability
+        # Short only of precision: MCSE or ESS, or an R̂ a little high with them (chains that
+        # mix slowly, not chains in different modes)
+        slow = [f for f in diagnostics.failures if f.startswith("r_hat")]
+        precision_only = diagnostics.failures and all(
+            f.startswith(("MCSE", "bulk ESS", "r_hat")) for f in diagnostics.failures) and (
+            not slow or diagnostics.max_rhat <= SLOW_MIXING_RHAT)
+        if not precision_only:
             break
-        wanted = int(np.ceil(batches * 1.2 * (diagnostics.max_mcse / target_mcse)**2))
-        new_chains = chains * (min(max_batches, max(wanted, batches + 1)) - batches)
+        # size the fresh run from this one: MCSE ∝ 1/√draws, ESS ∝ draws; more chains when
+        # only the MCSE is short (they run in parallel), longer ones when mixing is slow
+        factor = 1.2 * max((diagnostics.max_mcse / settings.gate.max_mcse) ** 2,
+                           settings.gate.min_ess_bulk / max(diagnostics.min_ess_bulk, 1.0),
+                           2.0 if slow else 1.0)
+        if slow or any(f.startswith("bulk ESS") for f in diagnostics.failures):
+            new_draws = int(np.ceil(draws_per_chain * factor / 100)) * 100
+            new_chains = run_chains
+        else:
+            new_draws = draws_per_chain
+            new_chains = int(np.ceil(factor * n_chains / sampler.chains)) * sampler.chains
+        too_many = new_draws * new_chains > sampler.max_draws * sampler.chains
+        predicted = took * (new_draws * new_chains) / (draws_per_chain * n_chains)
+        if too_many or time.perf_counter() + predicted > deadline:
+            note = (f" after {n_chains} × {draws_per_chain} draws; a fresh run of "
+                    f"{new_chains} × {new_draws} would be needed")
+            note += (" but exceeds max_draws" if too_many
+                     else f" (~{predicted:.0f} s) but not within the fit's time budget")
+            diagnostics = replace(diagnostics, failures=(*diagnostics.failures[:-1],
+                                                         diagnostics.failures[-1] + note))
+            break
+        say(f"short of precision ({'; '.join(diagnostics.failures)}): a fresh run")
+        run_chains, draws_per_chain = new_chains, new_draws
 
-    if dynamic and diagnostics.passed:  # what the next refit may re-weight
-        compiled.base = _Base(evidence_hash=evidence_hash, seed=int(seed),
-                              posterior=posterior.to_dataset(), loglik=loglik,
-                              diagnostics=diagnostics)
-    sampler = {"name": "nutpie", "draws": draws_per_chain, "tune": tune,
-               "chains": n_chains, "runs": len(runs),  # run i sampled with seed + i
-               "transitions": "learned" if dynamic else "identity",
-               "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point"}
-    if rejected:
-        sampler["reweight_rejected"] = list(rejected)
-    say("forecasting")
-    outcome = {"probability": alpha.mean(axis=0), "mcse": mcse, "diagnostics": diagnostics,
+    info = {"name": "nutpie", "draws": draws_per_chain, "tune": tune, "chains": n_chains,
+            "runs": runs,  # run i sampled with seed + i; only the last run's draws are used
+            "transitions": "learned" if dynamic else "identity",
+            "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point",
+            **_hybrid_info(exact)}
+    outcome = {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
                "path": path, "posterior": posterior, "alpha": alpha,
-               "transitions": transitions, "datatree": datatree}
-    return _summarise(scenario_set, evidence, arrays, outcome, sampler, seed, evidence_hash,
-                      {"compile_s": compile_s, "sample_s": sample_s}, started)
+               "transitions": transitions, "filtered": filtered, "emissions": emissions,
+               "datatree": datatree, "loglik": loglik}
+    return outcome, info, sample_s
 
 
 def _summarise(scenario_set: ScenarioSet, evidence: Evidence, arrays: EvidenceArrays,
@@ -685,10 +1127,12 @@ def _summarise(scenario_set: ScenarioSet, evidence: Evidence, arrays: EvidenceAr
 
     draws = Draws(alpha=np.ascontiguousarray(outcome["alpha"]),
                   transition=np.ascontiguousarray(outcome["transitions"]),
-                  n_chains=posterior.sizes["chain"])
-    outlook = outlook_summary(scenario_set, evidence, arrays, draws, posterior)
-
+                  n_chains=posterior.sizes["chain"], filtered=outcome["filtered"],
+                  log_emission=outcome["emissions"])
     probability, mcse = outcome["probability"], outcome["mcse"]
+    outlook = outlook_summary(scenario_set, evidence, arrays, draws, posterior,
+                              nowcast=(np.asarray(probability), np.asarray(mcse)))
+
     scenarios = tuple(
         ScenarioResult(id=s.id, name=s.name, prior=s.prior,
                        probability=float(probability[i]), mcse=float(mcse[i]))

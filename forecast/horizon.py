@@ -6,6 +6,14 @@ milestones first happen.
 Every quantity is computed exactly per posterior draw of the transition matrix (and of the
 milestone hazards), then averaged over draws; its Monte Carlo standard error comes from the
 draws' effective sample size. For a static set every draw's matrix is the identity.
+
+Evidence that stops before ``as_of`` (an indicator's coverage, `indicators.coverage`) leaves
+the periods after it unobserved, not quiet: the nowcast there is already a forecast. So "reached
+by" counts from the period where the evidence stops being complete, not from the current one —
+a scenario in force in 2025, the last covered year, has been reached by 2030 whether or not it
+still holds in the unobserved 2026 — and a milestone not logged by its coverage date may have
+happened, unseen, since. Both are exact per draw: a forward filter through the partly observed
+periods that keeps only the paths avoiding the event (`avoiding_filter`).
 """
 
 from __future__ import annotations
@@ -14,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+import numba
 import numpy as np
 from arviz_stats.base import array_stats
 
 from forecast.model import transition_rows
-from indicators import add_months, make_grid, period_floor
+from indicators import add_months, make_grid, period_exposure, period_floor
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,20 @@ class Draws:
         Transition matrix per draw.
     n_chains : int
         How many chains the S draws come from (for the effective sample size).
+    filtered : (S, T, K) ndarray, optional
+        Filtered ``P(z_t | y_1..t)`` per draw and period (needed when the evidence stops
+        before the current period).
+    log_emission : (S, T, K) ndarray, optional
+        The per-period log likelihood of the evidence under each scenario, per draw (the
+        terms of the forward filter that gave ``filtered``).
 
     """
 
     alpha: np.ndarray
     transition: np.ndarray
     n_chains: int = 1
+    filtered: np.ndarray | None = None
+    log_emission: np.ndarray | None = None
 
 
 def mcse_of(values: np.ndarray, n_chains: int) -> np.ndarray:
@@ -101,7 +118,123 @@ def first_passage(draws: Draws, targets: Sequence[int], steps: int) -> np.ndarra
     return np.maximum.accumulate(out, axis=1)  # guard against round-off
 
 
-def milestone_occurrence(draws: Draws, hazard: np.ndarray, steps: int) -> np.ndarray:
+@numba.njit(cache=True)
+def avoiding_filter(start_alpha, transitions, log_emission, start, keep, survive):
+    """The forward filter from period ``start`` on, restricted to paths that avoid an event.
+
+    Per draw s, with the same per-period normalisation as the plain filter::
+
+        q_start = α_start ⊙ keep ⊙ survive[start]
+        q_t     = (q_{t-1} A) ⊙ exp(ℓ_t) / c_t ⊙ keep ⊙ survive[t],   t = start + 1 … T − 1
+
+    where ``α_t = (α_{t-1} A) ⊙ exp(ℓ_t) / c_t`` is the filter itself. Then ``Σ_k q_T[k]`` is
+    P(the event did not happen in periods start … T − 1 | y_1..T): for a first passage,
+    ``keep`` zeroes the target states; for a milestone, ``survive[t]`` is each state's chance
+    of no occurrence in period t's unobserved time, ``(1 − h)^u``.
+
+    Parameters
+    ----------
+    start_alpha : (S, K) ndarray
+        Filtered probabilities at ``start``.
+    transitions : (S, K, K) ndarray
+        Transition matrix per draw.
+    log_emission : (S, T, K) ndarray
+        Per-period log likelihood of the evidence (the filter's terms).
+    start : int
+        First period of the event's window.
+    keep : (K,) ndarray
+        1 for states the paths may be in, 0 for states that count as the event.
+    survive : (S, T, K) ndarray
+        Per period and state, the probability the event did not happen in it.
+
+    Returns
+    -------
+    q : (S, K) ndarray
+        Un-normalised probabilities of the last period's state jointly with "no event".
+    alpha : (S, K) ndarray
+        The filter at the last period (a check: equal to the plain filter's).
+
+    """
+    n_draws, n_periods, k = log_emission.shape
+    q_out = np.empty((n_draws, k))
+    a_out = np.empty((n_draws, k))
+    q = np.empty(k)
+    a = np.empty(k)
+    q_next = np.empty(k)
+    a_next = np.empty(k)
+    for s in range(n_draws):
+        for j in range(k):
+            a[j] = start_alpha[s, j]
+            q[j] = a[j] * keep[j] * survive[s, start, j]
+        for t in range(start + 1, n_periods):
+            shift = log_emission[s, t, 0]
+            for j in range(1, k):
+                shift = max(shift, log_emission[s, t, j])
+            total = 0.0
+            for j in range(k):
+                acc_a = 0.0
+                acc_q = 0.0
+                for i in range(k):
+                    acc_a += a[i] * transitions[s, i, j]
+                    acc_q += q[i] * transitions[s, i, j]
+                weight = np.exp(log_emission[s, t, j] - shift)
+                a_next[j] = acc_a * weight
+                q_next[j] = acc_q * weight
+                total += a_next[j]
+            for j in range(k):
+                a[j] = a_next[j] / total
+                q[j] = q_next[j] / total * keep[j] * survive[s, t, j]
+        for j in range(k):
+            q_out[s, j] = q[j]
+            a_out[s, j] = a[j]
+    return q_out, a_out
+
+
+def _gap_start(draws: Draws, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(α at ``start``, transitions, log emissions) for `avoiding_filter`."""
+    if draws.filtered is None or draws.log_emission is None:
+        raise ValueError("Draws.filtered and Draws.log_emission are needed when the evidence "
+                         "stops before the current period")
+    n_periods, k = draws.log_emission.shape[-2:]  # (T, K) when the same in every draw
+    filtered = np.broadcast_to(draws.filtered, (draws.alpha.shape[0], n_periods, k))
+    emission = np.broadcast_to(draws.log_emission, (draws.alpha.shape[0], n_periods, k))
+    return (np.ascontiguousarray(filtered[:, start]), np.ascontiguousarray(draws.transition),
+            np.ascontiguousarray(emission))
+
+
+def first_passage_since(draws: Draws, targets: Sequence[int], steps: int,
+                        start: int | None) -> np.ndarray:
+    """``P(z has been in any of targets at some period from start to T + h)``, per draw.
+
+    `first_passage` counts from the current period T; this counts from an earlier one, through
+    the periods in between with whatever evidence they carry. ``start`` None (or the current
+    period) is `first_passage`.
+
+    Returns
+    -------
+    (S, steps + 1) ndarray, non-decreasing in h.
+
+    """
+    if start is None or (draws.log_emission is not None
+                         and start >= draws.log_emission.shape[-2] - 1):
+        return first_passage(draws, targets, steps)
+    k = draws.alpha.shape[1]
+    keep = np.ones(k)
+    keep[list(targets)] = 0.0
+    start_alpha, transition, emission = _gap_start(draws, start)
+    survive = np.ones((1, emission.shape[1], k))
+    q, _ = avoiding_filter(start_alpha, transition, emission, start, keep,
+                           np.broadcast_to(survive, emission.shape))
+    out = np.empty((q.shape[0], steps + 1))
+    out[:, 0] = 1.0 - q.sum(axis=1)
+    for h in range(1, steps + 1):
+        q = np.einsum("si,sij->sj", q, transition) * keep
+        out[:, h] = 1.0 - q.sum(axis=1)
+    return np.clip(np.maximum.accumulate(out, axis=1), 0.0, 1.0)
+
+
+def milestone_occurrence(draws: Draws, hazard: np.ndarray, steps: int,
+                         unobserved: np.ndarray | None = None) -> np.ndarray:
     """``P(the milestone has happened by T + h)`` for h = 0..steps, per draw.
 
     The milestone has not happened yet; from the next period on it happens in each period with
@@ -115,14 +248,27 @@ def milestone_occurrence(draws: Draws, hazard: np.ndarray, steps: int) -> np.nda
         Per-draw hazard under each scenario.
     steps : int
         Periods ahead.
+    unobserved : (T,) ndarray, optional
+        The part of each past period in which the milestone could have happened unseen (the
+        elapsed fraction after its coverage date). With it, column 0 is the probability that
+        it already happened, unlogged, by now.
 
     Returns
     -------
-    (S, steps + 1) ndarray with column 0 equal to 0.
+    (S, steps + 1) ndarray; column 0 is 0 unless ``unobserved`` has time in it.
 
     """
     survive = draws.alpha.copy()
     out = np.zeros((draws.alpha.shape[0], steps + 1))
+    if unobserved is not None and np.any(unobserved > 0):
+        start = int(np.flatnonzero(unobserved > 0)[0])
+        start_alpha, transition, emission = _gap_start(draws, start)
+        decay = (1.0 - hazard)[:, None, :] ** np.asarray(unobserved, dtype=float)[None, :, None]
+        survive, _ = avoiding_filter(start_alpha, transition, emission, start,
+                                     np.ones(hazard.shape[1]),
+                                     np.ascontiguousarray(np.broadcast_to(
+                                         decay, emission.shape)))
+        out[:, 0] = 1.0 - survive.sum(axis=1)
     for h in range(1, steps + 1):
         survive = np.einsum("si,sij->sj", survive, draws.transition) * (1.0 - hazard)
         out[:, h] = 1.0 - survive.sum(axis=1)
@@ -181,10 +327,42 @@ def transition_draws(scenario_set, posterior) -> np.ndarray:
     return out
 
 
-def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> dict:
+def _complete_period(evidence) -> int | None:
+    """Index of the period holding the earliest coverage date, if before the current one.
+
+    0 if some indicator has no coverage; None when the evidence is complete through the
+    current period (or carries no coverage).
+    """
+    last = evidence.n_periods - 1
+    if evidence.coverage is None or last <= 0:
+        return None
+    dates = list(evidence.coverage)
+    if not dates:
+        return None
+    if any(d is None for d in dates) or min(dates) < evidence.grid.starts[0]:
+        return 0
+    since = evidence.grid.offset_of(min(dates))
+    return since if since < last else None
+
+
+def unobserved_time(evidence, indicator_id: str) -> np.ndarray | None:
+    """Per period, the elapsed fraction after the indicator's coverage date (None if none)."""
+    if evidence.coverage is None or not evidence.n_periods:
+        return None
+    covered = evidence.coverage_of(indicator_id)
+    elapsed = period_exposure(evidence.grid, evidence.as_of)
+    seen = np.zeros_like(elapsed) if covered is None else period_exposure(evidence.grid, covered)
+    gap = np.clip(elapsed - seen, 0.0, 1.0)
+    return gap if gap.any() else None
+
+
+def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior,
+                    nowcast: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Horizon forecasts, first passages and milestone timing, as JSON-ready data.
 
-    From h = 0 (the current period) to the set's last period.
+    From h = 0 (the current period) to the set's last period. "Reached by" counts from the
+    period holding the earliest coverage date (the current one when the evidence is complete
+    through ``as_of``); a milestone not logged may have happened after its own coverage date.
 
     Parameters
     ----------
@@ -198,6 +376,10 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
         Per-draw filtered state and transition matrix.
     posterior : xarray.Dataset-like
         Holds ``hazard`` draws when the set has milestones.
+    nowcast : (probability, mcse), optional
+        The published nowcast when it was estimated better than by averaging the draws'
+        (the enumerated paths' exact part): the forecast's current period shows it, so every
+        payload gives one number for "now"; "by" is kept at least "at".
 
     """
     last = scenario_set.end
@@ -212,11 +394,18 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
     steps = len(labels) - 1
     ids = list(scenario_set.scenario_ids)
 
+    since = _complete_period(evidence)
     per_draw_at, at = state_forecast(draws, steps)
-    by_draws = np.stack([first_passage(draws, [k], steps) for k in range(len(ids))], axis=-1)
+    by_draws = np.stack([first_passage_since(draws, [k], steps, since)
+                         for k in range(len(ids))], axis=-1)
     by = by_draws.mean(axis=0)
     at_mcse = mcse_of(per_draw_at, draws.n_chains)
     by_mcse = mcse_of(by_draws, draws.n_chains)
+    if nowcast is not None:
+        at[0], at_mcse[0] = nowcast
+        if since is None:  # "reached by now" counts from now: the nowcast itself
+            by[0], by_mcse[0] = nowcast
+        by = np.maximum.accumulate(np.maximum(by, at), axis=0)
 
     reach = {sid: timing(by[:, k], labels, starts, float(by_mcse[-1, k]))
              for k, sid in enumerate(ids)}
@@ -224,7 +413,7 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
     ladder = list(scenario_set.dynamics.ladder) if scenario_set.dynamics else []
     for position in range(1, len(ladder)):
         targets = [ids.index(s) for s in ladder[position:]]
-        cdf_draws = first_passage(draws, targets, steps)
+        cdf_draws = first_passage_since(draws, targets, steps, since)
         deeper[ladder[position]] = timing(cdf_draws.mean(axis=0), labels, starts,
                                           float(mcse_of(cdf_draws[:, -1:], draws.n_chains)[0]))
         deeper[ladder[position]]["scenarios"] = ladder[position:]
@@ -239,14 +428,18 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior) -> 
                                                 "weight": float(arrays.counts[hits[0], j]),
                                                 "before_window": False}}
             continue
-        if arrays.labels and not arrays.exposure[:, j].any():
+        covered = evidence.coverage_of(spec.id)
+        looked = evidence.coverage is None or (covered is not None
+                                               and covered >= evidence.grid.starts[0])
+        if arrays.labels and not arrays.exposure[:, j].any() and looked:
             # never at risk inside the window: it was reported before the set's first period
             milestones[spec.id] = {"occurred": {"period": arrays.labels[0], "weight": None,
                                                 "before_window": True}}
             continue
         hazard = posterior["hazard"].sel(milestone_indicator=spec.id).values
         hazard = hazard.reshape(-1, len(ids))
-        cdf_draws = milestone_occurrence(draws, hazard, steps)
+        cdf_draws = milestone_occurrence(draws, hazard, steps,
+                                         unobserved_time(evidence, spec.id))
         milestones[spec.id] = {"occurred": None, **timing(
             cdf_draws.mean(axis=0), labels, starts,
             float(mcse_of(cdf_draws[:, -1:], draws.n_chains)[0]))}

@@ -2,8 +2,11 @@
 
 Everything the model needs fits in three ``(T, J)`` arrays, whatever the number of
 observations (T periods, J indicators). With ``w`` an observation's weight (from its grade)
-and ``e_t`` the elapsed fraction of period t (1 for finished periods, the elapsed fraction
-for the one holding ``as_of``, 0 for periods after it):
+and ``e_t`` the *covered* fraction of period t for the indicator: the part of the period up to
+the indicator's coverage date (`indicators.coverage`; ``as_of`` when no coverage is given), so
+1 for periods covered in full, the covered fraction for the one holding the coverage date, 0
+for periods after it. Observations dated after an indicator's coverage are not evidence yet:
+a period nobody reviewed is missing, not quiet.
 
 =========  ==========================================  ========================  ==========
 kind       counts[t, j]                                exposure[t, j]            sumsq
@@ -77,7 +80,7 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "sum_wvv",
     "max_w",
 )
-_HASH_VERSION = "signpost-evidence-v1"
+_HASH_VERSION = "signpost-evidence-v2"  # v2: coverage dates
 _SIGNIFICANT_DIGITS = 12
 
 
@@ -114,6 +117,9 @@ class Evidence:
         kind. Stored as read-only copies.
     as_of : datetime.date or None
         The evidence date (observations after it were left out), None if not cut.
+    coverage : tuple of (datetime.date or None) or None
+        Per indicator, the date its evidence is complete through (None: nothing covered);
+        None when the evidence was built without coverage (everything through ``as_of``).
 
     Raises
     ------
@@ -130,6 +136,7 @@ class Evidence:
     exposure: np.ndarray
     sumsq: np.ndarray
     as_of: dt.date | None = None
+    coverage: tuple[dt.date | None, ...] | None = None
 
     def __post_init__(self) -> None:
         ids = tuple(self.indicator_ids)
@@ -176,6 +183,12 @@ class Evidence:
         object.__setattr__(self, "indicator_ids", ids)
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "as_of", as_of)
+        if self.coverage is not None:
+            coverage = tuple(None if d is None else _as_date(d) for d in self.coverage)
+            if len(coverage) != len(ids):
+                raise SignpostIndicatorError(
+                    f"Evidence: {len(coverage)} coverage dates for {len(ids)} indicators")
+            object.__setattr__(self, "coverage", coverage)
         for name, array in arrays.items():
             object.__setattr__(self, name, array)
 
@@ -214,6 +227,7 @@ class Evidence:
             and self.indicator_ids == other.indicator_ids
             and self.kinds == other.kinds
             and self.as_of == other.as_of
+            and self.coverage == other.coverage
             and np.array_equal(self.counts, other.counts)
             and np.array_equal(self.exposure, other.exposure)
             and np.array_equal(self.sumsq, other.sumsq)
@@ -231,6 +245,7 @@ class Evidence:
             "indicator_ids": list(self.indicator_ids),
             "kinds": list(self.kinds),
             "as_of": None if self.as_of is None else self.as_of.isoformat(),
+            "coverage": self._coverage_list(),
             "shape": [self.n_periods, self.n_indicators],
             "counts": _canonical(self.counts),
             "exposure": _canonical(self.exposure),
@@ -242,9 +257,10 @@ class Evidence:
     def hash(self) -> str:
         """Return a SHA-256 hex digest of the evidence, stable across processes.
 
-        It covers the grid (frequency and starts), the indicator ids and kinds, ``as_of`` and
-        the three arrays rounded to 12 significant digits, so float noise from a different
-        summation order does not change it. A refit is skipped when it is unchanged.
+        It covers the grid (frequency and starts), the indicator ids and kinds, ``as_of``, the
+        coverage dates and the three arrays rounded to 12 significant digits, so float noise
+        from a different summation order does not change it. A refit is skipped when it is
+        unchanged.
         """
         return self._digest
 
@@ -256,10 +272,22 @@ class Evidence:
             "indicator_ids": list(self.indicator_ids),
             "kinds": list(self.kinds),
             "as_of": None if self.as_of is None else self.as_of.isoformat(),
+            "coverage": self._coverage_list(),
             "counts": self.counts.tolist(),
             "exposure": self.exposure.tolist(),
             "sumsq": self.sumsq.tolist(),
         }
+
+    def _coverage_list(self) -> list[str | None] | None:
+        if self.coverage is None:
+            return None
+        return [None if d is None else d.isoformat() for d in self.coverage]
+
+    def coverage_of(self, indicator_id: str) -> dt.date | None:
+        """The date an indicator's evidence is complete through (``as_of`` without coverage)."""
+        if self.coverage is None:
+            return self.as_of
+        return self.coverage[self.column(indicator_id)]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
@@ -272,7 +300,10 @@ class Evidence:
 
         """
         keys = ("freq", "starts", "indicator_ids", "kinds", "as_of", "counts", "exposure", "sumsq")
+        optional = ("coverage",)
         for key in data:
+            if key in optional:
+                continue
             if key not in keys:
                 raise SignpostIndicatorError(
                     f"Evidence.from_dict: unknown key {key!r}{did_you_mean(str(key), keys)}"
@@ -283,6 +314,10 @@ class Evidence:
         try:
             grid = PeriodGrid(data["freq"], tuple(dt.date.fromisoformat(s) for s in data["starts"]))
             as_of = None if data["as_of"] is None else dt.date.fromisoformat(data["as_of"])
+            coverage = data.get("coverage")
+            if coverage is not None:
+                coverage = tuple(None if d is None else dt.date.fromisoformat(d)
+                                 for d in coverage)
         except (TypeError, ValueError) as exc:
             raise SignpostIndicatorError(f"Evidence.from_dict: {exc}") from exc
         shape = (len(grid), len(data["indicator_ids"]))
@@ -299,6 +334,7 @@ class Evidence:
             indicator_ids=tuple(data["indicator_ids"]),
             kinds=tuple(data["kinds"]),
             as_of=as_of,
+            coverage=coverage,
             **arrays,
         )
 
@@ -320,6 +356,45 @@ class Evidence:
                 "sumsq": self.sumsq.ravel(),
             }
         )
+
+
+def _as_date(value: dt.date) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+CoverageDates = Mapping[str, dt.date | None]
+
+
+def _cut_dates(ids: Sequence[str], as_of: dt.date | None,
+               coverage: CoverageDates | None) -> list[dt.date | None] | None:
+    """Per indicator, the last date whose observations count.
+
+    Its coverage, never past ``as_of``. None (no cut at all) when neither is given; an entry
+    of None when the indicator covers nothing.
+    """
+    if coverage is None:
+        return None if as_of is None else [as_of] * len(ids)
+    missing = [i for i in ids if i not in coverage]
+    if missing:
+        raise SignpostIndicatorError(f"coverage: no date for {quoted_list(missing)}")
+    cuts = []
+    for indicator in ids:
+        date = coverage[indicator]
+        if date is not None:
+            date = _as_date(date)
+            if as_of is not None:
+                date = min(date, as_of)
+        cuts.append(date)
+    return cuts
+
+
+def _row_cuts(cuts: list[dt.date | None] | None, column: np.ndarray) -> np.ndarray | None:
+    """The cut date of each row (by its column; NaT where the indicator covers nothing)."""
+    if cuts is None:
+        return None
+    table = np.array([np.datetime64("NaT", "D") if c is None else np.datetime64(c, "D")
+                      for c in cuts] + [np.datetime64("NaT", "D")], dtype="datetime64[D]")
+    return table[np.where(column >= 0, column, len(cuts))]
 
 
 def _canonical(array: np.ndarray) -> list[str]:
@@ -409,6 +484,7 @@ def aggregate_observations(
     indicators: Sequence[Indicator] | Mapping[str, Indicator],
     observations: Iterable[tuple[dt.date, str, float, float]] | pd.DataFrame,
     as_of: dt.date | None = None,
+    coverage: CoverageDates | None = None,
 ) -> pd.DataFrame:
     """Aggregate weighted observations per indicator and period (what SQL would return).
 
@@ -422,6 +498,9 @@ def aggregate_observations(
         A DataFrame needs the columns ``date, indicator, value, weight``.
     as_of : datetime.date, optional
         Observations dated after it are ignored.
+    coverage : mapping of str to (datetime.date or None), optional
+        Per indicator, the date its log is complete through: later observations are ignored
+        too (not evidence yet), and all of an indicator's when its coverage is None.
 
     Returns
     -------
@@ -461,8 +540,9 @@ def aggregate_observations(
     keep = column >= 0
     _check_dates(days, keep, "date", "observation")
     offsets = _offsets(grid, days)
-    if as_of is not None:
-        keep &= days <= np.datetime64(as_of, "D")
+    row_cuts = _row_cuts(_cut_dates(list(ids), as_of, coverage), column)
+    if row_cuts is not None:
+        keep &= ~np.isnat(row_cuts) & (days <= row_cuts)
     in_grid = (offsets >= 0) & (offsets < len(grid))
     keep &= in_grid | (is_milestone[np.maximum(column, 0)] & (offsets < 0))
 
@@ -542,12 +622,14 @@ def _is_index(value: Any) -> bool:
 
 
 def _aggregate_offsets(
-    grid: PeriodGrid, period: pd.Series, as_of: dt.date | None, used: np.ndarray
+    grid: PeriodGrid, period: pd.Series, row_cuts: np.ndarray | None, used: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Period offsets of aggregate rows, and which rows survive the as_of cut.
+    """Period offsets of aggregate rows, and which rows survive their indicator's cut date.
 
     A ``period`` is an integer index (relative to the grid's first period) or a date; the
     two may be mixed. Numbers are never read as dates (pandas would take them as epoch ns).
+    An integer row survives when its period is not after the period holding its cut date
+    (the query cut inside that period); a dated row when it is not after the cut date.
     """
     n = len(period)
     if pd.api.types.is_numeric_dtype(period.dtype) and not pd.api.types.is_bool_dtype(period.dtype):
@@ -571,16 +653,21 @@ def _aggregate_offsets(
                 context=f"aggregate row {row}",
             )
         offsets[numeric] = np.where(whole, values, 0).astype(np.int64)
-        if as_of is not None:
-            keep[numeric] = offsets[numeric] <= grid.offset_of(as_of)
+        if row_cuts is not None:
+            cut = row_cuts[numeric]
+            covered = ~np.isnat(cut)
+            last = np.full(cut.shape, -(2**62), dtype=np.int64)
+            last[covered] = _offsets(grid, cut[covered])
+            keep[numeric] = covered & (offsets[numeric] <= last)
     if not numeric.all():
         dated = ~numeric
         days = np.full(n, np.datetime64("NaT", "D"))
         days[dated] = _to_days(period[dated].reset_index(drop=True), "aggregate row")
         _check_dates(days, used & dated, "period", "aggregate row")
         offsets[dated] = _offsets(grid, days[dated])
-        if as_of is not None:
-            keep[dated] = days[dated] <= np.datetime64(as_of, "D")
+        if row_cuts is not None:
+            cut = row_cuts[dated]
+            keep[dated] = ~np.isnat(cut) & (days[dated] <= cut)
     return offsets, keep
 
 
@@ -589,6 +676,7 @@ def evidence_from_aggregates(
     indicators: Sequence[Indicator] | Mapping[str, Indicator],
     rows: pd.DataFrame | Iterable[AggregateRow | Mapping[str, Any] | Sequence[Any]],
     as_of: dt.date | None = None,
+    coverage: CoverageDates | None = None,
 ) -> Evidence:
     """Build evidence from observations already summed per indicator and period.
 
@@ -613,6 +701,12 @@ def evidence_from_aggregates(
         and of later ones (0). Rows whose ``period`` date, or whose whole period, lies after
         it are ignored; rows with an integer ``period`` cannot be cut inside the period, so
         the query must apply ``date <= as_of`` itself.
+    coverage : mapping of str to (datetime.date or None), optional
+        Per indicator, the date its log is complete through (`indicators.coverage`), never
+        taken past ``as_of``. Each indicator's periods enter with their covered fraction as
+        exposure (0 after its coverage: missing, not quiet) and its rows after the coverage
+        date are ignored, as for ``as_of`` (an integer row inside the coverage period must be
+        cut by the query). None: every indicator is covered through ``as_of``.
 
     Returns
     -------
@@ -633,13 +727,15 @@ def evidence_from_aggregates(
     exposure = np.zeros((T, J))
     sumsq = np.zeros((T, J))
     frame = _aggregate_frame(rows)
+    cuts = _cut_dates(ids, as_of, coverage)
 
     n_obs = sum_w = sum_wv = sum_wvv = max_w = np.zeros((T, J))
     before = np.zeros(J, dtype=bool)
     if T and J and len(frame):
         column = pd.Index(list(ids), dtype=object).get_indexer(frame["indicator"].to_numpy())
         known = column >= 0
-        offsets, keep = _aggregate_offsets(grid, frame["period"], as_of, known)
+        offsets, keep = _aggregate_offsets(grid, frame["period"], _row_cuts(cuts, column),
+                                           known)
         numbers = {c: _numeric(frame, c, "aggregates") for c in AGGREGATE_COLUMNS[2:]}
         keep &= known
         _check_aggregates(numbers, keep)
@@ -658,8 +754,13 @@ def evidence_from_aggregates(
         early = keep & (offsets < 0) & (numbers["n_obs"] > 0)
         before[np.unique(column[early])] = True
 
-    e = period_exposure(grid, as_of)
+    exposures = {}
     for j, kind in enumerate(kinds):
+        cut = as_of if cuts is None else cuts[j]
+        if cut not in exposures:
+            exposures[cut] = (np.zeros(T) if cuts is not None and cut is None
+                              else period_exposure(grid, cut))
+        e = exposures[cut]
         if kind == "count":
             counts[:, j] = sum_wv[:, j]
             exposure[:, j] = e
@@ -685,6 +786,7 @@ def evidence_from_aggregates(
         exposure=exposure,
         sumsq=sumsq,
         as_of=as_of,
+        coverage=None if coverage is None else tuple(cuts),
     )
 
 
@@ -718,6 +820,7 @@ def build_evidence(
     indicators: Sequence[Indicator] | Mapping[str, Indicator],
     observations: Iterable[tuple[dt.date, str, float, float]] | pd.DataFrame,
     as_of: dt.date | None = None,
+    coverage: CoverageDates | None = None,
 ) -> Evidence:
     """Aggregate weighted observations into evidence over a period grid.
 
@@ -736,12 +839,16 @@ def build_evidence(
     as_of : datetime.date, optional
         The evidence date (inclusive). The period holding it enters with its elapsed
         fraction as exposure, later periods with 0. None: every period is finished.
+    coverage : mapping of str to (datetime.date or None), optional
+        Per indicator, the date its log is complete through (see `evidence_from_aggregates`);
+        None: every indicator through ``as_of``.
 
     Returns
     -------
     Evidence
         Arrays of shape ``(len(grid), len(indicators))`` whatever the number of
-        observations; periods without observations hold zeros (no event is evidence too).
+        observations; covered periods without observations hold zeros (no event is evidence
+        too), periods after an indicator's coverage carry nothing for it.
 
     Raises
     ------
@@ -753,8 +860,8 @@ def build_evidence(
 
     """
     specs = _indicator_list(indicators)
-    rows = aggregate_observations(grid, specs, observations, as_of)
-    return evidence_from_aggregates(grid, specs, rows, as_of)
+    rows = aggregate_observations(grid, specs, observations, as_of, coverage)
+    return evidence_from_aggregates(grid, specs, rows, as_of, coverage)
 
 
 def weighted_observations(

@@ -46,6 +46,8 @@ from service.outlook import (
     replay_payload,
 )
 from service.posterior import posterior_payload, set_detail
+from service.reviews import add_review, list_reviews, sets_touching
+from service.scheduler import queue_refits
 from service.settings import Settings, _redact
 from service.store import ROLES, Store, _aware
 
@@ -328,6 +330,10 @@ def import_(
     if_empty: Annotated[bool, typer.Option(
         "--if-empty", help="Import only when no observations are stored yet.")] = False,
     analyst: Annotated[str, typer.Option(help="Who logged the rows.")] = "",
+    reviewed_through: Annotated[str | None, typer.Option(
+        "--reviewed-through", metavar="DATE",
+        help="The file is complete through DATE: record one review of the indicators in it "
+             "(stored with the rows, or neither is).")] = None,
 ) -> None:
     """Import observations from a CSV file, all or nothing (unless --skip-bad)."""
     if not file.is_file():
@@ -342,12 +348,140 @@ def import_(
                 return
         observations, skipped = read_observations_csv(
             file, store.catalog(), today=store.today(), grades=store.grades, skip_bad=skip_bad)
-        imported = store.add_observations(observations, analyst=analyst)
+        review = None
+        if reviewed_through is not None:
+            indicators = sorted({o.indicator for o in observations})
+            if not indicators:
+                _fail(f"--reviewed-through: {file} holds no observations, so no indicators to "
+                      "review; use `signpost review` instead")
+            review = {"indicators": indicators, "through": reviewed_through,
+                      "note": f"imported from {file.name}"}
+        try:
+            imported, stored_review = store.add_observations(observations, analyst=analyst,
+                                                             review=review)
+        except ServiceError as exc:
+            if exc.field == "through":
+                _fail(f"--reviewed-through: {exc.message.removeprefix('through: ')}; "
+                      "nothing was imported")
+            raise
+        queued = {}
+        if stored_review is not None:
+            queued = queue_refits(store, sets_touching(store, stored_review["indicators"]),
+                                  requested_by=f"review {stored_review['id']}")
     out.print(f"imported {_plural(imported, 'observation')} from {file}")
+    if stored_review is not None:
+        out.print(f"stored review {stored_review['id']}: "
+                  f"{', '.join(stored_review['indicators'])} reviewed through "
+                  f"{stored_review['through']}" + _queued_words(queued), markup=False)
     if skipped:
         err.print(f"skipped {_plural(len(skipped), 'bad row')}:")
         for problem in skipped:
             err.print(f"  {problem}", markup=False)
+
+
+def _queued_words(queued: dict[str, str]) -> str:
+    if not queued:
+        return ""
+    return "; refit queued for " + ", ".join(f"{s} (fit {f[:8]})" for s, f in queued.items())
+
+
+@app.command()
+@command
+def review(
+    through: Annotated[str, typer.Option(
+        "--through", metavar="DATE", help="The last day whose sources were reviewed.")],
+    set_id: Annotated[str | None, typer.Option(
+        "--set", help="The scenario set (all of its indicators unless --indicator).")] = None,
+    indicator: Annotated[list[str] | None, typer.Option(
+        "--indicator", help="An indicator reviewed (repeat for more).")] = None,
+    note: Annotated[str, typer.Option(help="What was read, by whom, any caveat.")] = "",
+    analyst: Annotated[str, typer.Option(help="Who reviewed.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored review.")] = False,
+) -> None:
+    """Record that these indicators' sources were reviewed through a date, all finds logged.
+
+    Quiet periods up to that date then count as evidence ("nothing happened"), not as
+    missing ("nobody looked"). Refits of the sets it touches are queued for the scheduler.
+    """
+    data: dict[str, Any] = {"through": through, "note": note}
+    if set_id is not None:
+        data["set_id"] = set_id
+    if indicator:
+        data["indicators"] = list(indicator)
+    with services() as svc:
+        stored, _ = add_review(svc.store, data, analyst=analyst)
+        sets = sets_touching(svc.store, stored["indicators"])
+        queued = queue_refits(svc.store, sets, requested_by=f"review {stored['id']}")
+    if as_json:
+        print(json.dumps({**stored, "sets": sets, "queued_fits": queued}, indent=2))
+        return
+    out.print(f"stored review {stored['id']}: {', '.join(stored['indicators'])} reviewed "
+              f"through {stored['through']}" + _queued_words(queued), markup=False)
+
+
+@app.command()
+@command
+def reviews(
+    set_id: Annotated[str | None, typer.Option("--set", help="Reviews covering this set.")]
+    = None,
+    indicator: Annotated[str | None, typer.Option(help="Reviews covering this indicator.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """List the reviews, newest first (and, with --set, each indicator's coverage today)."""
+    with services() as svc:
+        store = svc.store
+        items, total = list_reviews(store, set_id=set_id, indicator=indicator, limit=1000)
+        words = None
+        if set_id:
+            scenario_set = store.get_set(set_id)
+            coverage = store.coverage(scenario_set)
+            grid = store.evidence(scenario_set, coverage=coverage).grid
+            now = coverage.to_dict(grid)
+            words = _coverage_words(
+                {"evidence_complete_through": now["evidence_complete_through"],
+                 "periods_past_coverage": now["periods_past_coverage"],
+                 "coverage": {i["indicator"]: i for i in now["indicators"]}},
+                scenario_set.period)
+    if as_json:
+        print(json.dumps({"items": items, "total": total, "next": None}, indent=2))
+        return
+    if not items:
+        out.print("no reviews recorded" + (f" for {set_id}" if set_id else ""))
+    for item in items:
+        retracted = " [retracted]" if item["retracted_at"] else ""
+        out.print(f"review {item['id']}: through {item['through']}{retracted}, "
+                  f"{', '.join(item['indicators'])}"
+                  + (f" — {item['note']}" if item["note"] else "")
+                  + (f" ({item['analyst']})" if item["analyst"] else ""), markup=False)
+    if words is not None:
+        out.print(f"today's coverage of {set_id}: {words}", markup=False)
+
+
+_BASIS = {"review": "reviewed through", "newest_entry": "the log's newest entry,",
+          "as_of": "complete by rule through", "none": "not reviewed:"}
+
+
+def _coverage_words(payload: dict[str, Any], period: str = "period") -> str:
+    """What the evidence covered, in words (for the posterior, forecast and replay output)."""
+    entries = payload.get("coverage") or {}
+    if not entries:
+        return "coverage: not recorded for this fit (made before reviews existed)"
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for indicator, item in entries.items():
+        groups.setdefault((item["basis"], item["covered_through"]), []).append(indicator)
+    parts = []
+    for (basis, through), ids in sorted(groups.items(), key=lambda g: (g[0][1] or "", g[0][0])):
+        shown = ", ".join(ids) if len(ids) <= 4 else f"{', '.join(ids[:3])} and {len(ids) - 3} more"
+        parts.append(f"{shown}: {_BASIS.get(basis, basis)} {through or 'no evidence'}")
+    complete = payload.get("evidence_complete_through")
+    past = payload.get("periods_past_coverage") or 0
+    line = f"evidence complete through {complete or 'no date (some indicator has none)'}"
+    if past:
+        unit = period if past == 1 else f"{period}s"
+        line += (f"; the nowcast runs {past} {unit} past it, a forecast from the covered "
+                 "evidence (log a review to count the quiet since)")
+    return line + "\n  " + "\n  ".join(parts)
 
 
 # -- fits and posteriors ------------------------------------------------------------------
@@ -377,7 +511,9 @@ def refit(
             _fail("no scenario sets loaded; run `signpost init` first")
         unpublished = []
         for sid in set_ids:
-            fit_id = store.create_fit(sid, requested_by="cli")
+            pending = store.pending_fit(sid)  # queued by a review, say: run that one now
+            fit_id = (pending.id if pending is not None and pending.status == "queued"
+                      else store.create_fit(sid, requested_by="cli"))
             started = time.perf_counter()
             with _progress(sid) as say:
                 say(f"{sid}: fitting (fit {fit_id})")
@@ -427,6 +563,7 @@ def posterior(
     out.print(f"fit {payload['fit_id']} at {payload['fitted_at']}, evidence through "
               f"{payload['evidence_through']}{stale}")
     out.print(_scenario_table(payload))
+    out.print(_coverage_words(payload, scenario_set.period), markup=False)
     diagnostics = payload["diagnostics"]
     out.print("diagnostics: " + ", ".join(
         f"{k} {v}" for k, v in diagnostics.items() if k not in ("failures",)), markup=False)
@@ -441,7 +578,8 @@ def forecast(
 ) -> None:
     """P(scenario in force at a date) and P(reached by then), from the published fit."""
     with services() as svc:
-        payload = forecast_payload(svc.store, svc.store.get_set(set_id), horizon)
+        scenario_set = svc.store.get_set(set_id)
+        payload = forecast_payload(svc.store, scenario_set, horizon)
     if as_json:
         print(json.dumps(payload, indent=2))
         return
@@ -453,6 +591,8 @@ def forecast(
         table.add_row(s["id"], _fmt_prob(s["at"]), _fmt_prob(s["by"]),
                       "—" if s["mcse"] is None else f"{s['mcse']:.4f}")
     out.print(table)
+    out.print("P(by) counts from the period where the evidence stops being complete. "
+              + _coverage_words(payload, scenario_set.period), markup=False)
 
 
 def _when(entry: dict[str, Any] | None) -> str:
@@ -467,7 +607,8 @@ def milestones(
 ) -> None:
     """When each scenario (and each rung "or deeper") and each milestone is first reached."""
     with services() as svc:
-        payload = milestones_payload(svc.store, svc.store.get_set(set_id))
+        scenario_set = svc.store.get_set(set_id)
+        payload = milestones_payload(svc.store, scenario_set)
     if as_json:
         print(json.dumps(payload, indent=2))
         return
@@ -490,6 +631,7 @@ def milestones(
             table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
                           f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
     out.print(table)
+    out.print(_coverage_words(payload, scenario_set.period), markup=False)
 
 
 @app.command()
@@ -515,6 +657,7 @@ def replay(
     else:
         out.print(f"[bold]{set_id}[/bold] as of {payload['as_of']}: {payload['status']}")
         out.print(_scenario_table(payload))
+        out.print(_coverage_words(payload, scenario_set.period), markup=False)
     if payload["status"] != "published":
         _fail(f"replay {row.id} is {payload['status']}: {payload['reason'] or ''}", code=1)
 

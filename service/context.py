@@ -42,7 +42,8 @@ class Services:
         configure_compile_cache(settings)
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         today = date.fromisoformat(settings.today) if settings.today else None
-        store = Store(settings.url, grades=settings.grade_table(), today=today)
+        store = Store(settings.url, grades=settings.grade_table(), today=today,
+                      coverage_rule=settings.coverage)
         pool = WorkerPool(worker_mode or settings.worker)
         runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,
                            settings.artifacts_dir, owner=make_owner(role))

@@ -1,8 +1,10 @@
 """Database schema (SQLAlchemy 2) and engine set-up. SQLite (WAL) by default, or PostgreSQL.
 
-Tables (design.md, "Storage"): ``scenario_sets``, ``observations`` (append-only; retraction,
-never delete), ``fits`` (one row per fit attempt, with diagnostics and summary JSON),
-``leases`` (one row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
+Tables: ``scenario_sets``, ``observations`` (append-only; retraction, never delete),
+``observation_months`` (their monthly sufficient statistics), ``reviews`` and
+``review_indicators`` (append-only: which indicators' sources were reviewed through which
+date), ``fits`` (one row per fit attempt, with diagnostics and summary JSON), ``leases`` (one
+row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
 """
 
 from __future__ import annotations
@@ -91,6 +93,36 @@ class ObservationMonthRow(Base):
     max_w: Mapped[float] = mapped_column(Float)
     # latest live date: evidence cut inside this month reads raw rows only if it is later
     max_date: Mapped[date] = mapped_column(Date)
+
+
+class ReviewRow(Base):
+    """A review of the log: these indicators' sources were read through ``through``.
+
+    Append-only: a mistaken review is retracted (kept, flagged), never deleted or edited.
+    """
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    set_id: Mapped[str | None] = mapped_column(String(100), nullable=True)  # where it was made
+    through: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(Text, default="")
+    analyst: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ReviewIndicatorRow(Base):
+    """One indicator a review covers."""
+
+    __tablename__ = "review_indicators"
+
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id"), primary_key=True)
+    indicator: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    __table_args__ = (Index("ix_review_indicators_indicator", "indicator"),)
 
 
 class FitRow(Base):
@@ -189,6 +221,8 @@ __all__ = [
     "LeaseRow",
     "ObservationMonthRow",
     "ObservationRow",
+    "ReviewIndicatorRow",
+    "ReviewRow",
     "ScenarioSetRow",
     "make_engine",
     "make_sessionmaker",

@@ -15,7 +15,7 @@ from indicators import make_grid, period_floor
 from priors import ScenarioSet
 from service.db import FitRow
 from service.errors import BadRequest, NotFound
-from service.posterior import fit_header, scenario_rows
+from service.posterior import coverage_fields, fit_header, scenario_rows
 from service.store import Store
 
 
@@ -55,7 +55,8 @@ def _published(store: Store, scenario_set: ScenarioSet) -> FitRow:
 
 def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
     return {**fit_header(scenario_set, row),
-            "transitions": (row.summary or {}).get("sampler", {}).get("transitions")}
+            "transitions": (row.summary or {}).get("sampler", {}).get("transitions"),
+            **coverage_fields(row)}
 
 
 def path_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
@@ -133,6 +134,7 @@ def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict
         "fitted_at": fit_header(scenario_set, row)["fitted_at"],
         "scenarios": scenario_rows(scenario_set, row),
         "diagnostics": row.diagnostics or {},
+        **coverage_fields(row),
     }
 
 

@@ -73,6 +73,28 @@ def fit_header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
     }
 
 
+def coverage_fields(row: FitRow) -> dict[str, Any]:
+    """What the fit's evidence covered.
+
+    ``evidence_complete_through`` (the earliest indicator's coverage: every indicator's
+    evidence is complete through it), ``periods_past_coverage`` (how many periods the nowcast
+    runs past it: a forecast from the covered evidence), ``coverage_rule``, and per indicator
+    ``coverage[id]``: ``covered_through``, ``basis`` (``review``, ``newest_entry``, ``as_of`` or
+    ``none``), ``review_id`` and ``periods_past``. Nulls for fits made before coverage.
+    """
+    stored = (row.summary or {}).get("coverage")
+    if not stored:
+        return {"evidence_complete_through": None, "periods_past_coverage": None,
+                "coverage_rule": None, "coverage": {}}
+    return {
+        "evidence_complete_through": stored["evidence_complete_through"],
+        "periods_past_coverage": stored["periods_past_coverage"],
+        "coverage_rule": stored["rule"],
+        "coverage": {item["indicator"]: {k: v for k, v in item.items() if k != "indicator"}
+                     for item in stored["indicators"]},
+    }
+
+
 def scenario_rows(scenario_set: ScenarioSet, row: FitRow) -> list[dict[str, Any]]:
     """Per scenario of a fit: id, name, prior, probability and its MCSE."""
     by_id = {s["id"]: s for s in (row.summary or {}).get("scenarios", [])}
@@ -86,7 +108,8 @@ def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
     """The posterior JSON of a published fit row.
 
     Keys: set_id, fit_id, fitted_at, evidence_through, scenarios (id, name, prior,
-    probability, mcse), diagnostics (with passed) and stale.
+    probability, mcse), diagnostics (with passed), stale, and what the evidence covered
+    (`coverage_fields`).
     """
     age = (now - _aware(row.finished_at)).total_seconds()
     return {
@@ -94,6 +117,7 @@ def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
         "scenarios": scenario_rows(scenario_set, row),
         "diagnostics": row.diagnostics or {},
         "stale": age > stale_after,
+        **coverage_fields(row),
     }
 
 

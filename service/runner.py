@@ -116,7 +116,9 @@ class FitRunner:
         try:
             scenario_set = store.get_set(row.set_id)
             say(f"{row.set_id}: aggregating evidence")
-            evidence = store.evidence(scenario_set, row.as_of or store.today())
+            as_of = row.as_of or store.today()
+            coverage = store.coverage(scenario_set, as_of)
+            evidence = store.evidence(scenario_set, as_of, coverage=coverage)
             yaml_text, source = store.set_text(row.set_id)
             artifact = str(self._artifact_path(row.set_id, fit_id))
             say(f"{row.set_id}: sampling {evidence.n_periods} periods × "
@@ -132,6 +134,8 @@ class FitRunner:
             # Someone took the set over (we were presumed dead): do not publish twice.
             store.update_fit(fit_id, reason="lease lost before publishing; result discarded")
             return store.get_fit(fit_id)
+        # what the evidence covered: each indicator's date, and how far the nowcast runs past
+        summary["coverage"] = coverage.to_dict(evidence.grid)
         diagnostics = summary["diagnostics"]
         passed = bool(diagnostics["passed"])
         store.update_fit(

@@ -92,17 +92,24 @@ class RefitScheduler:
             return None
 
     @staticmethod
-    def queue_if_changed(store: Store, set_id: str) -> str | None:
-        """Queue a fit when the evidence or the set changed since the last verdict."""
+    def queue_if_changed(store: Store, set_id: str, requested_by: str = "scheduler",
+                         after_running: bool = False) -> str | None:
+        """Queue a fit when the evidence or the set changed since the last verdict.
+
+        A queued fit (not started, so it will read the newest evidence) makes a second one
+        unnecessary; so does a running one, unless ``after_running``: the evidence changed
+        after that fit read it.
+        """
         scenario_set = store.get_set(set_id)
         evidence = store.evidence(scenario_set)
         last = store.latest_finished(set_id)
         if (last is not None and last.evidence_hash == evidence.hash()
                 and last.set_hash == scenario_set.content_hash):
             return None
-        if store.pending_fit(set_id) is not None:
+        pending = store.pending_fit(set_id)
+        if pending is not None and (pending.status == "queued" or not after_running):
             return None
-        return store.create_fit(set_id, requested_by="scheduler")
+        return store.create_fit(set_id, requested_by=requested_by)
 
     def drain(self) -> None:
         """Run queued fits and take over fits whose lease expired."""
@@ -111,3 +118,17 @@ class RefitScheduler:
                 self.runner.run_fit(row.id)
         except Exception:
             log.exception("draining the fit queue failed")
+
+
+def queue_refits(store: Store, set_ids: list[str], requested_by: str) -> dict[str, str]:
+    """Queue a refit of each set whose evidence changed (a review, say); returns the fit ids.
+
+    The scheduler's drain job (every ``SIGNPOST_QUEUE_POLL`` seconds) runs them.
+    """
+    queued = {}
+    for set_id in set_ids:
+        fit_id = RefitScheduler.queue_if_changed(store, set_id, requested_by=requested_by,
+                                                 after_running=True)
+        if fit_id:
+            queued[set_id] = fit_id
+    return queued

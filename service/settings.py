@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forecast import FitSettings, GateSettings, SamplerSettings
-from indicators import DEFAULT_GRADES, GradeTable
+from indicators import COVERAGE_RULES, DEFAULT_GRADES, GradeTable
 
 
 class Settings(BaseSettings):
@@ -40,9 +40,16 @@ class Settings(BaseSettings):
     fit_reweight: bool = Field(default=True, description=(
         "refit a dynamic set by re-weighting the worker's last sampled posterior (PSIS) "
         "when that passes the gate"))
-    fit_base_mcse: float = Field(default=0.7, gt=0, le=1, description=(
-        "a sampled dynamic fit's MCSE target as a share of the gate's: the headroom that "
-        "lets later refits re-weight it"))
+    fit_method: str = Field(default="auto", description=(
+        "dynamic sets: 'auto' (enumerated scenario paths; NUTS when their importance weights "
+        "fail the gate), 'paths' or 'nuts'"))
+    fit_path_draws: int = Field(default=20000, gt=0, description=(
+        "iid draws from the enumerated paths behind a dynamic set's nowcast"))
+    fit_max_paths: int = Field(default=4_000_000, gt=0, description=(
+        "most scenario paths a dynamic fit enumerates (it goes to as many segments as fit)"))
+    fit_time_budget: float = Field(default=45.0, gt=0, description=(
+        "seconds a fit may spend on fresh, larger draws once its first estimate fell short "
+        "of precision; then it fails saying what it reached"))
     gate_max_rhat: float = 1.01
     gate_min_ess: float = 400.0
     gate_max_divergences: int = 0
@@ -56,6 +63,10 @@ class Settings(BaseSettings):
     replay_wait: float = Field(default=30.0, ge=0,
                                description="seconds GET /replay waits before answering 202")
     dynamic: bool = Field(default=True, description="learn transitions of sets with dynamics")
+    coverage: str = Field(default="reviews", description=(
+        "how far each indicator's evidence counts: 'reviews' (its latest review's date, else "
+        "the set's newest entry), 'reviews_only' (reviewed stretches only) or 'as_of' "
+        "(every period through today: a log complete by construction)"))
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
 
@@ -64,6 +75,20 @@ class Settings(BaseSettings):
     def _worker(cls, value: str) -> str:
         if value not in ("process", "inline"):
             raise ValueError("must be 'process' or 'inline'")
+        return value
+
+    @field_validator("fit_method")
+    @classmethod
+    def _fit_method(cls, value: str) -> str:
+        if value not in ("auto", "paths", "nuts"):
+            raise ValueError("must be 'auto', 'paths' or 'nuts'")
+        return value
+
+    @field_validator("coverage")
+    @classmethod
+    def _coverage(cls, value: str) -> str:
+        if value not in COVERAGE_RULES:
+            raise ValueError(f"must be one of {', '.join(COVERAGE_RULES)}")
         return value
 
     @property
@@ -92,7 +117,9 @@ class Settings(BaseSettings):
             dynamic=self.dynamic,
             sampler=SamplerSettings(draws=self.fit_draws, tune=self.fit_tune,
                                     chains=self.fit_chains, reweight=self.fit_reweight,
-                                    base_mcse=self.fit_base_mcse),
+                                    method=self.fit_method, path_draws=self.fit_path_draws,
+                                    max_paths=self.fit_max_paths,
+                                    time_budget=self.fit_time_budget),
             gate=GateSettings(max_rhat=self.gate_max_rhat, min_ess_bulk=self.gate_min_ess,
                               max_divergences=self.gate_max_divergences,
                               max_mcse=self.gate_max_mcse),

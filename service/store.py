@@ -24,6 +24,8 @@ from forecast import evidence_through
 from indicators import (
     DEFAULT_GRADES,
     Catalog,
+    Coverage,
+    CoverageRule,
     Evidence,
     GradeTable,
     InvalidObservation,
@@ -136,12 +138,18 @@ class Store:
         Grade → weight table applied when an observation is stored.
     clock : callable
         Returns the current aware datetime (injected so tests can move time).
+    today : datetime.date, optional
+        Freezes "today" (replays and tests).
+    coverage_rule : {"reviews", "reviews_only", "as_of"}
+        How far each indicator's evidence counts (`indicators.coverage`).
 
     """
 
     def __init__(self, url: str, grades: GradeTable = DEFAULT_GRADES,
-                 clock: Callable[[], datetime] = utcnow, today: date | None = None):
+                 clock: Callable[[], datetime] = utcnow, today: date | None = None,
+                 coverage_rule: CoverageRule = "reviews"):
         self.url = url
+        self.coverage_rule = coverage_rule
         self.engine = make_engine(url)
         self.Session = make_sessionmaker(self.engine)
         self.grades = grades
@@ -182,6 +190,12 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.dispose()
 
     # -- scenario sets ------------------------------------------------------------------
 
@@ -363,14 +377,26 @@ class Store:
                            code="idempotency_conflict")
         return observation_dict(existing), False
 
-    def add_observations(self, observations: Iterable[Observation],
-                         analyst: str = "") -> int:
-        """Commit validated observations in one transaction; returns how many."""
+    def add_observations(self, observations: Iterable[Observation], analyst: str = "",
+                         review: Mapping[str, Any] | None = None
+                         ) -> tuple[int, dict[str, Any] | None]:
+        """Commit validated observations in one transaction; returns how many (and the review).
+
+        With ``review`` (the fields of `service.reviews.ReviewIn`), the review is validated
+        first and committed in the same transaction: both are stored, or neither.
+        """
+        from service.reviews import add_review, validate_review
+
         rows = [self._row(obs, analyst, None) for obs in observations]
+        if review is not None:
+            validate_review(self, review)  # refused before anything is written
+        stored = None
         with self.Session.begin() as session:
             session.add_all(rows)
             self._add_to_months(session, rows)
-        return len(rows)
+            if review is not None:
+                stored, _ = add_review(self, review, analyst=analyst, session=session)
+        return len(rows), stored
 
     def _add_to_months(self, session, rows: list[ObservationRow]) -> None:
         """Add rows to the monthly sufficient statistics (atomic upserts, same transaction)."""
@@ -493,26 +519,53 @@ class Store:
 
     # -- evidence -----------------------------------------------------------------------
 
-    def evidence(self, scenario_set: ScenarioSet, as_of: date | None = None) -> Evidence:
+    def coverage(self, scenario_set: ScenarioSet, as_of: date | None = None) -> Coverage:
+        """Each of the set's indicators' coverage through ``as_of`` (default today)."""
+        from service.reviews import coverage
+
+        as_of = as_of or self.today()
+        return coverage(self, scenario_set, evidence_through(scenario_set, as_of))
+
+    def evidence(self, scenario_set: ScenarioSet, as_of: date | None = None,
+                 coverage: Coverage | None = None) -> Evidence:
         """The set's evidence through ``as_of`` (default today), by SQL aggregation.
 
-        Months come from ``observation_months`` (kept by every insert and retraction),
-        including the month holding ``as_of`` when none of its live rows is later than that
-        day. Only an indicator whose cell of that month holds later rows is aggregated from
-        its raw rows, cut at that day. The work depends on periods × indicators, not on the
-        number of rows.
+        Each indicator counts up to its coverage date (`coverage`, computed unless given):
+        later periods carry nothing for it, and its observations after that date wait for a
+        review. Months come from ``observation_months`` (kept by every insert and
+        retraction), including the month holding the cut date when none of its live rows is
+        later than that day; only an indicator whose cell of that month holds later rows is
+        aggregated from its raw rows, cut at that day. The work depends on periods ×
+        indicators, not on the number of rows.
         """
         as_of = as_of or self.today()
         through = evidence_through(scenario_set, as_of)
+        coverage = coverage or self.coverage(scenario_set, through)
         grid = make_grid(scenario_set.period, scenario_set.start, through)
         months = grid.months_per_period
         first = month_index(period_floor(scenario_set.period, scenario_set.start)) // months
-        last_month = month_index(through)
+        by_cut: dict[date, list[str]] = {}
+        for indicator, cut in coverage.dates().items():
+            if cut is not None:
+                by_cut.setdefault(min(cut, through), []).append(indicator)
+        rows: list[dict[str, Any]] = []
+        with self.Session() as session:
+            for cut, ids in sorted(by_cut.items()):
+                rows += self._aggregates(session, ids, cut, months, first)
+        for row in rows:
+            row["period"] = int(row["period"])
+        return evidence_from_aggregates(grid, scenario_set.catalog_indicators, rows,
+                                        as_of=through, coverage=coverage.dates())
+
+    @staticmethod
+    def _aggregates(session, ids: list[str], cut: date, months: int,
+                    first: int) -> list[dict[str, Any]]:
+        """Per (indicator, period) sums of the live observations of ``ids`` up to ``cut``."""
+        last_month = month_index(cut)
         last_period = last_month // months - first
-        ids = scenario_set.indicator_ids
-        # Months before the one holding `through`: the kept monthly statistics.
         m = ObservationMonthRow
         period = (m.month_index // months) - first
+        # Months before the one holding `cut`: the kept monthly statistics.
         complete = (
             select(m.indicator, period.label("period"), func.sum(m.n_obs).label("n_obs"),
                    func.sum(m.sum_w).label("sum_w"), func.sum(m.sum_wv).label("sum_wv"),
@@ -520,35 +573,31 @@ class Store:
             .where(m.indicator.in_(ids), m.month_index < last_month)
             .group_by(m.indicator, period)
         )
-        # The month holding `through`: one kept cell per indicator at most.
+        # The month holding `cut`: one kept cell per indicator at most.
         current = (
             select(m.indicator, m.n_obs, m.sum_w, m.sum_wv, m.sum_wvv, m.max_w, m.max_date)
             .where(m.indicator.in_(ids), m.month_index == last_month)
         )
-        with self.Session() as session:
-            rows = [dict(r._mapping) for r in session.execute(complete)]
-            late = []
-            for r in session.execute(current):
-                cell = dict(r._mapping)
-                if cell.pop("max_date") > through:
-                    late.append(cell["indicator"])
-                else:
-                    rows.append(cell | {"period": last_period})
-            if late:
-                # cells holding rows after `through`: their raw rows, cut at that day
-                o = ObservationRow
-                w, v = o.weight, o.value
-                rows += [dict(r._mapping) | {"period": last_period} for r in session.execute(
-                    select(o.indicator, func.count(o.id).label("n_obs"),
-                           func.sum(w).label("sum_w"), func.sum(w * v).label("sum_wv"),
-                           func.sum(w * v * v).label("sum_wvv"), func.max(w).label("max_w"))
-                    .where(o.indicator.in_(late), o.retracted_at.is_(None),
-                           o.month_index == last_month, o.date <= through)
-                    .group_by(o.indicator))]
-        for row in rows:
-            row["period"] = int(row["period"])
-        return evidence_from_aggregates(grid, scenario_set.catalog_indicators, rows,
-                                        as_of=through)
+        rows = [dict(r._mapping) for r in session.execute(complete)]
+        late = []
+        for r in session.execute(current):
+            cell = dict(r._mapping)
+            if cell.pop("max_date") > cut:
+                late.append(cell["indicator"])
+            else:
+                rows.append(cell | {"period": last_period})
+        if late:
+            # cells holding rows after `cut`: their raw rows, cut at that day
+            o = ObservationRow
+            w, v = o.weight, o.value
+            rows += [dict(r._mapping) | {"period": last_period} for r in session.execute(
+                select(o.indicator, func.count(o.id).label("n_obs"),
+                       func.sum(w).label("sum_w"), func.sum(w * v).label("sum_wv"),
+                       func.sum(w * v * v).label("sum_wvv"), func.max(w).label("max_w"))
+                .where(o.indicator.in_(late), o.retracted_at.is_(None),
+                       o.month_index == last_month, o.date <= cut)
+                .group_by(o.indicator))]
+        return rows
 
     # -- fits ---------------------------------------------------------------------------
 

@@ -76,3 +76,33 @@ def test_bundled_set_fits_sample_and_passes_the_gate(set_id, sample_observations
     assert static.diagnostics.passed, static.diagnostics
     oracle = exact_posterior(scenario_set, evidence)
     np.testing.assert_allclose(static.probabilities, oracle.probability, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_year_without_entries_is_not_a_quiet_year(sample_observations):
+    """The sample ends in December 2025. A year later, with no review, nothing counts as
+    quiet: world order's posterior is the one of 2025-12-31 (a static set, exactly), and the
+    convergence set's P(integrated_ew or deeper by 2030) too, within Monte Carlo error ("by"
+    counts from the last covered quarter)."""
+    sets = load_bundled_sets()
+    world, convergence = sets["world-order-2035"], sets["sino-russian-convergence"]
+    then, now = AS_OF, date(2026, 12, 1)
+
+    def evidence(scenario_set, as_of):
+        return set_evidence(scenario_set, sample_observations, as_of=as_of, reviews=[])
+
+    np.testing.assert_allclose(exact_posterior(world, evidence(world, now)).probability,
+                               exact_posterior(world, evidence(world, then)).probability,
+                               atol=1e-12)
+    deeper = []
+    for as_of in (then, now):
+        result = fit(convergence, evidence(convergence, as_of), FitSettings())
+        assert result.diagnostics.passed, result.diagnostics
+        deeper.append(result.outlook["reach_or_deeper"]["integrated_ew"])
+    a, b = deeper
+    assert a["p_by_end"] > 0.9
+    assert abs(a["p_by_end"] - b["p_by_end"]) <= 4 * np.hypot(a["mcse"], b["mcse"]) + 1e-9
+    # while the old reading (every empty quarter quiet) flips the answer
+    flipped = fit(convergence, set_evidence(convergence, sample_observations, as_of=now,
+                                            reviews=[], rule="as_of"), FitSettings())
+    assert flipped.outlook["reach_or_deeper"]["integrated_ew"]["p_by_end"] < 0.7

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.api import fits, health, observations, sets
+from service.api import fits, health, observations, reviews, sets
 from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from service.context import Services
 from service.settings import Settings, get_settings
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    for module in (sets, observations, fits):
+    for module in (sets, observations, reviews, fits):
         app.include_router(module.router, prefix="/v1")
     return app
 

@@ -11,6 +11,7 @@ import pytest
 from forecast import FitSettings, SamplerSettings
 from service.runner import FitRunner
 from service.scheduler import RefitScheduler
+from service.settings import Settings
 from service.store import Store
 from service.worker import WorkerPool
 
@@ -150,39 +151,40 @@ def test_refit_only_when_evidence_changed_and_rejection_keeps_last_good(tmp_path
 
 
 @pytest.mark.slow
-def test_a_refit_in_the_warm_worker_reweights_and_publishes_with_its_artifact(tmp_path):
-    """The deployed path: a worker process keeps the last sampled posterior of a dynamic set;
-    the refit after one more observation re-weights it (decision 008) and is published like
-    any fit, artifact included, saying how it was drawn."""
+def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifact(tmp_path):
+    """The deployed path: a worker process fits the dynamic set by its scenario paths (decision
+    011: nothing to compile), a refit after one more observation likewise, each published with
+    its artifact saying how it was drawn and what the evidence covered."""
     import xarray as xr
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _setup(url)
     store = Store(url, today=TODAY)
-    service = FitSettings(sampler=SamplerSettings(base_mcse=0.7))  # the service's default
-    runner = FitRunner(store, WorkerPool("process"), service, lease_seconds=120,
-                       artifacts_dir=tmp_path / "fits")
+    runner = FitRunner(store, WorkerPool("process"), Settings().fit_settings(),
+                       lease_seconds=120, artifacts_dir=tmp_path / "fits")
     try:
         set_id = "sino-russian-convergence"
         first = runner.run_fit(store.create_fit(set_id, "test"))
-        assert first["status"] == "published" and first["sampler"]["name"] == "nutpie"
+        assert first["status"] == "published" and first["sampler"]["name"] == "paths"
+        assert first["timings"]["compile_s"] == 0.0
         store.add_observation({"indicator": "joint_exercise", "date": "2025-11-20",
                                "grade": "A1"})
         second = runner.run_fit(store.create_fit(set_id, "test"))
         assert second["status"] == "published", second
-        assert second["sampler"]["name"] == "psis", second["sampler"]
-        assert second["sampler"]["base_evidence_hash"] == first["evidence_hash"]
+        assert second["sampler"]["name"] == "paths", second["sampler"]
         assert second["evidence_hash"] != first["evidence_hash"]
-        assert second["diagnostics"]["pareto_k"] <= 0.7
+        assert second["diagnostics"]["max_mcse"] <= 0.005
         assert store.latest_published(set_id).id == second["fit_id"]
         artifact = xr.open_datatree(tmp_path / "fits" / set_id / f"{second['fit_id']}.nc",
                                     engine="h5netcdf")
         posterior = artifact["posterior"]
-        assert posterior.attrs["signpost_base_evidence_hash"] == first["evidence_hash"]
-        assert posterior.sizes["chain"] == 4 and posterior.sizes["draw"] == 1800
+        assert "enumerated scenario paths" in posterior.attrs["signpost_method"]
+        assert posterior.sizes["chain"] == 4 and posterior.sizes["draw"] == 1000
         assert abs(float(posterior["scenario_probability"].mean(("chain", "draw")).sum())
                    - 1) < 1e-9
         artifact.close()
+        summary = store.get_fit_row(second["fit_id"]).summary
+        assert summary["coverage"]["evidence_complete_through"] is not None
     finally:
         runner.pool.shutdown()
         store.dispose()

@@ -13,10 +13,11 @@ from sqlalchemy import event, inspect, text
 
 import indicators
 from forecast import set_evidence
-from indicators import read_observations_csv
+from indicators import Review, read_observations_csv
 from service import migrate
 from service.db import ObservationMonthRow
 from service.errors import BadRequest, Conflict, NotFound
+from service.reviews import add_review, retract_review
 from service.store import Store, month_index
 
 TODAY = date(2025, 12, 31)
@@ -117,22 +118,35 @@ def test_retraction_keeps_the_row_and_refuses_twice(store):
 
 
 def test_sql_evidence_equals_the_python_evidence_builder(store):
+    """Without a review, with one, and with the review retracted; dates inside a month."""
     observations, errors = read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
     assert errors == []
     store.add_observations(observations)
     retracted, _ = store.add_observation({"indicator": "satellite_cueing", "date": "2024-05-01"})
     store.retract(retracted["id"], "wrong")
-    for scenario_set in store.list_sets():
-        for as_of in (date(2019, 8, 15), TODAY):
-            from_sql = store.evidence(scenario_set, as_of)
-            from_rows = set_evidence(scenario_set, observations, as_of, grades=store.grades)
-            assert from_sql.hash() == from_rows.hash()
-            np.testing.assert_allclose(from_sql.counts, from_rows.counts)
-            np.testing.assert_allclose(from_sql.exposure, from_rows.exposure)
+
+    def check(reviews):
+        for scenario_set in store.list_sets():
+            for as_of in (date(2019, 8, 15), date(2024, 11, 17), TODAY):
+                from_sql = store.evidence(scenario_set, as_of)
+                from_rows = set_evidence(scenario_set, observations, as_of, grades=store.grades,
+                                         reviews=reviews)
+                assert from_sql.coverage == from_rows.coverage
+                assert from_sql.hash() == from_rows.hash()
+                np.testing.assert_allclose(from_sql.counts, from_rows.counts)
+                np.testing.assert_allclose(from_sql.exposure, from_rows.exposure)
+
+    check([])  # each indicator covered through the set's newest entry
+    ids = ("joint_exercise", "satellite_cueing")
+    stored, _ = add_review(store, {"indicators": list(ids), "through": "2024-11-20"})
+    check([Review(date(2024, 11, 20), ids)])
+    retract_review(store, stored["id"], "read the wrong archive")
+    check([])
 
 
 def test_evidence_counts_current_period_exposure(store):
     scenario_set = store.get_set("sino-russian-convergence")
+    add_review(store, {"set_id": scenario_set.id, "through": "2025-11-15"})
     store.add_observation({"indicator": "joint_exercise", "date": "2025-11-03", "grade": "A1"})
     evidence = store.evidence(scenario_set, date(2025, 11, 15))
     col = evidence.column("joint_exercise")
@@ -182,6 +196,7 @@ def _assert_evidence_equal(from_sql, from_rows):
 
 
 def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store):
+    store.coverage_rule = "as_of"  # every cell is cut at as_of itself
     scenario_set = store.get_set("sino-russian-convergence")
     observations = [store.validate(data) for data in NOVEMBER]
     for data in NOVEMBER[:4]:  # one by one: each upsert meets the cell the last one made
@@ -194,7 +209,8 @@ def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store)
         raw.clear()
         from_sql = store.evidence(scenario_set, as_of)
         _assert_evidence_equal(from_sql, set_evidence(scenario_set, observations, as_of,
-                                                      grades=store.grades))
+                                                      grades=store.grades, reviews=[],
+                                                      rule="as_of"))
         # raw rows only while some cell of the month holding as_of has rows after it (a
         # cell whose latest row is on as_of itself is complete)
         late = as_of in (date(2025, 11, 2), date(2025, 11, 3), date(2025, 11, 15),
@@ -210,6 +226,7 @@ def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store)
 
 
 def test_retracting_the_latest_row_of_a_month_lowers_max_date(store):
+    store.coverage_rule = "as_of"
     scenario_set = store.get_set("sino-russian-convergence")
     rows = [store.add_observation(data)[0] for data in NOVEMBER]
     latest = next(r for r in rows if r["date"] == "2025-11-20")
@@ -219,7 +236,8 @@ def test_retracting_the_latest_row_of_a_month_lowers_max_date(store):
     raw = _raw_reads(store)
     for as_of in NOVEMBER_AS_OF:
         _assert_evidence_equal(store.evidence(scenario_set, as_of),
-                               set_evidence(scenario_set, live, as_of, grades=store.grades))
+                               set_evidence(scenario_set, live, as_of, grades=store.grades,
+                                            reviews=[], rule="as_of"))
     raw.clear()
     store.evidence(scenario_set, date(2025, 11, 19))  # only satellite_cueing (25th) is later
     assert len(raw) == 1
@@ -232,7 +250,8 @@ def test_retracting_the_latest_row_of_a_month_lowers_max_date(store):
     from_sql = store.evidence(scenario_set, date(2025, 11, 15))
     assert raw == []
     _assert_evidence_equal(from_sql, set_evidence(scenario_set, live, date(2025, 11, 15),
-                                                  grades=store.grades))
+                                                  grades=store.grades, reviews=[],
+                                                  rule="as_of"))
 
 
 def _migrate_to(store, revision, down=False):
@@ -272,7 +291,7 @@ def test_migration_0003_backfills_max_date_from_live_rows(db_url):
     for as_of in NOVEMBER_AS_OF:
         _assert_evidence_equal(store.evidence(scenario_set, as_of),
                                set_evidence(scenario_set, observations, as_of,
-                                            grades=store.grades))
+                                            grades=store.grades, reviews=[]))
     # and back down: the column goes, the statistics stay
     _migrate_to(store, "0002", down=True)
     assert "max_date" not in _month_columns(store)

@@ -1,0 +1,108 @@
+"""Reviews: record that indicators' sources were read through a date (analyst), list, retract.
+
+A review changes what counts as evidence, so it queues refits of the sets it touches.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import (
+    AnalystKey,
+    IdempotencyKey,
+    JsonObject,
+    ReadAccess,
+    StoreDep,
+    body_schema,
+    json_model,
+    who,
+)
+from service.api.errors import ERROR_RESPONSES
+from service.errors import BadRequest, NotFound
+from service.reviews import ReviewIn, add_review, list_reviews, retract_review, sets_touching
+from service.scheduler import queue_refits
+
+router = APIRouter(prefix="/reviews", tags=["reviews"], responses={401: ERROR_RESPONSES[401]})
+
+
+class ReviewRetraction(BaseModel):
+    """Why a review is withdrawn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RetractionBody = Annotated[ReviewRetraction, Depends(json_model(ReviewRetraction))]
+
+
+def _with_refits(store, review: dict[str, Any], requested_by: str) -> dict[str, Any]:
+    sets = sets_touching(store, review["indicators"])
+    return {**review, "sets": sets, "queued_fits": queue_refits(store, sets, requested_by)}
+
+
+@router.post("", status_code=201, openapi_extra=body_schema(ReviewIn),
+             responses={200: {"description": "A retry with a seen Idempotency-Key: the first "
+                                             "review; nothing new is stored"}}
+             | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
+def create_review(key: AnalystKey, body: JsonObject, store: StoreDep, response: Response,
+                  idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    """Record a review: 201 with it, the sets it touches and the refits it queued.
+
+    ``{"set_id", "indicators", "through", "note"}``: the sources for these indicators (all
+    of the set's when ``indicators`` is absent) were reviewed through ``through`` and
+    everything found was logged, so quiet periods up to it count as evidence.
+    """
+    review, created = add_review(store, body, analyst=who(key),
+                                 idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return _with_refits(store, review, requested_by=f"review {review['id']}")
+
+
+@router.get("", responses={404: ERROR_RESPONSES[404]})
+def get_reviews(
+    request: Request, store: StoreDep, _: ReadAccess,
+    set_id: Annotated[str | None, Query(alias="set", max_length=100,
+                                        description="a scenario set id")] = None,
+    indicator: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    include_retracted: bool = True,
+) -> dict[str, Any]:
+    """Reviews, newest ``through`` first: ``{"items", "total", "next"}``.
+
+    ``set`` keeps the reviews covering any of that set's indicators (a review of an
+    indicator counts for every set that uses it).
+    """
+    if indicator is not None:
+        try:
+            store.catalog().get_or_raise(indicator, field="indicator")
+        except ValueError as exc:
+            raise BadRequest(str(exc), field="indicator") from None
+    try:
+        items, total = list_reviews(store, set_id=set_id, indicator=indicator, limit=limit,
+                                    offset=offset, include_retracted=include_retracted)
+    except NotFound as exc:
+        raise NotFound(exc.message, field="set") from None
+    next_url = None
+    if offset + limit < total:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+        params.append(("offset", str(offset + limit)))
+        next_url = f"{request.url.path}?{urlencode(params)}"
+    return {"items": items, "total": total, "next": next_url}
+
+
+@router.post("/{review_id}/retract", openapi_extra=body_schema(ReviewRetraction),
+             responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
+def retract(review_id: ReviewId, key: AnalystKey, body: RetractionBody,
+            store: StoreDep) -> dict[str, Any]:
+    """Retract a review (it stays stored, flagged, and stops counting towards coverage)."""
+    review = retract_review(store, review_id, body.reason, by=who(key))
+    return _with_refits(store, review, requested_by=f"retraction of review {review_id}")

@@ -1,0 +1,336 @@
+"""Reviews: how Signpost tells a quiet period from one nobody looked at.
+
+A review says "these indicators' sources were reviewed through DATE, and everything found was
+logged". Append-only, like observations: a mistaken review is retracted (it stays stored,
+flagged), never edited. An indicator's coverage follows the rule of `indicators.coverage`: by
+default the latest date any live review covers it through, else the set's newest entry. The
+functions here take the `Store` for its session, clock and catalog; the API and the CLI call
+them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import and_, func, select, true
+from sqlalchemy.exc import IntegrityError
+
+from indicators import Coverage, CoverageRule, InvalidObservation, resolve_coverage
+from indicators._text import did_you_mean
+from service.db import ObservationMonthRow, ObservationRow, ReviewIndicatorRow, ReviewRow
+from service.errors import BadRequest, Conflict, NotFound
+
+if TYPE_CHECKING:
+    from priors import ScenarioSet
+    from service.store import Store
+
+__all__ = [
+    "ReviewIn",
+    "add_review",
+    "coverage",
+    "list_reviews",
+    "retract_review",
+    "review_dict",
+    "validate_review",
+]
+
+
+class ReviewIn(BaseModel):
+    """A review as posted: a set and/or indicators, the last day reviewed, a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    set_id: str | None = Field(None, max_length=100, description=(
+        "the scenario set reviewed; without `indicators`, all of its indicators"),
+        examples=["sino-russian-convergence"])
+    indicators: list[str] | None = Field(None, max_length=500, description=(
+        "the indicators whose sources were reviewed (default: all of the set's)"),
+        examples=[["joint_exercise", "joint_patrol"]])
+    through: str = Field(description="the last day reviewed, YYYY-MM-DD",
+                         examples=["2025-12-31"])
+    note: str = Field("", max_length=2000, description="what was read, by whom, any caveat")
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def review_dict(row: ReviewRow, indicators: Sequence[str]) -> dict[str, Any]:
+    """The API's view of a stored review."""
+    return {
+        "id": row.id,
+        "set_id": row.set_id,
+        "indicators": sorted(indicators),
+        "through": row.through.isoformat(),
+        "note": row.note,
+        "analyst": row.analyst,
+        "created_at": _aware(row.created_at).isoformat(),
+        "retracted_at": _aware(row.retracted_at).isoformat() if row.retracted_at else None,
+        "retraction_reason": row.retraction_reason,
+    }
+
+
+def _parse_through(value: Any, today: dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        through = value
+    else:
+        text = str(value).strip() if value is not None else ""
+        try:
+            through = dt.date.fromisoformat(text)
+        except ValueError:
+            raise BadRequest(f"through: '{value}' is not a date; use YYYY-MM-DD",
+                             field="through") from None
+    if through > today:
+        raise BadRequest(f"through: {through} is in the future (today is {today}); a review "
+                         "covers what was already read", field="through")
+    return through
+
+
+def validate_review(store: Store, data: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...],
+                                                                     dt.date, str]:
+    """Check a review against the loaded sets, the catalog and today's date.
+
+    Returns
+    -------
+    (set_id, indicators, through, note)
+        ``indicators`` sorted, without repeats; all of the set's when none were named.
+
+    Raises
+    ------
+    BadRequest
+        Naming the field: an unknown set or indicator, an indicator not in the named set, a
+        date that does not parse, lies in the future or before the set's start, no set and
+        no indicators.
+
+    """
+    try:
+        review = ReviewIn.model_validate(dict(data))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error.get("loc", ())) or None
+        message = str(error.get("msg", "is invalid"))
+        if error.get("type") == "extra_forbidden":
+            message = f"unknown field; the fields are {', '.join(ReviewIn.model_fields)}"
+        raise BadRequest(f"{field}: {message}" if field else message, field=field) from None
+    through = _parse_through(review.through, store.today())
+    scenario_set = None
+    if review.set_id is not None:
+        known = store.set_ids()
+        if review.set_id not in known:
+            hint = did_you_mean(review.set_id, known)
+            raise BadRequest(f"set_id: unknown scenario set '{review.set_id}'{hint} "
+                             f"(sets: {', '.join(known) or 'none loaded'})", field="set_id")
+        scenario_set = store.get_set(review.set_id)
+    if not review.indicators:
+        if scenario_set is None:
+            raise BadRequest("indicators: name the indicators reviewed, or give set_id to "
+                             "review all of a set's", field="indicators")
+        indicators = tuple(sorted(scenario_set.indicator_ids))
+    else:
+        catalog = store.catalog()
+        for indicator in review.indicators:
+            try:
+                catalog.get_or_raise(indicator, field="indicators")
+            except InvalidObservation as exc:
+                raise BadRequest(str(exc), field="indicators") from None
+            if scenario_set is not None and indicator not in scenario_set.indicator_ids:
+                hint = did_you_mean(indicator, scenario_set.indicator_ids)
+                raise BadRequest(f"indicators: '{indicator}' is not an indicator of "
+                                 f"'{scenario_set.id}'{hint}", field="indicators")
+        indicators = tuple(sorted(set(review.indicators)))
+    sets = [scenario_set] if scenario_set is not None else [
+        s for s in store.list_sets() if set(indicators) & set(s.indicator_ids)]
+    if sets:
+        start = min(s.start for s in sets)
+        if through < start:
+            where = f"'{sets[0].id}'" if len(sets) == 1 else "every set using these indicators"
+            raise BadRequest(f"through: {through} is before the start of {where} ({start}); "
+                             "nothing before it counts as evidence", field="through")
+    return review.set_id, indicators, through, review.note
+
+
+def add_review(store: Store, data: Mapping[str, Any], analyst: str = "",
+               idempotency_key: str | None = None, session: Any = None
+               ) -> tuple[dict[str, Any], bool]:
+    """Validate and commit one review.
+
+    With ``session``, the review joins that transaction (an import and its review commit
+    together) instead of committing alone.
+
+    Returns
+    -------
+    (review, created) : created is False for a retry with a seen ``idempotency_key``.
+
+    Raises
+    ------
+    BadRequest
+        Refused input; nothing is stored.
+    Conflict
+        The idempotency key was used for a different review.
+
+    """
+    set_id, indicators, through, note = validate_review(store, data)
+    if idempotency_key:
+        existing = _by_key(store, idempotency_key)
+        if existing is not None:
+            return _replay(store, existing, through, indicators)
+    row = ReviewRow(set_id=set_id, through=through, note=note, analyst=analyst,
+                    created_at=store.clock(), idempotency_key=idempotency_key)
+
+    def write(s) -> None:
+        s.add(row)
+        s.flush()  # the row's id, and a reused idempotency key fails here
+        s.add_all(ReviewIndicatorRow(review_id=row.id, indicator=i) for i in indicators)
+
+    if session is not None:
+        write(session)
+        return review_dict(row, indicators), True
+    try:
+        with store.Session.begin() as s:
+            write(s)
+    except IntegrityError:
+        existing = _by_key(store, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(store, existing, through, indicators)
+    return review_dict(row, indicators), True
+
+
+def _by_key(store: Store, key: str) -> ReviewRow | None:
+    with store.Session() as session:
+        return session.scalar(select(ReviewRow).where(ReviewRow.idempotency_key == key))
+
+
+def _indicators_of(session, review_ids: Iterable[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    ids = list(review_ids)
+    if not ids:
+        return out
+    for review_id, indicator in session.execute(
+            select(ReviewIndicatorRow.review_id, ReviewIndicatorRow.indicator)
+            .where(ReviewIndicatorRow.review_id.in_(ids))):
+        out.setdefault(review_id, []).append(indicator)
+    return out
+
+
+def _replay(store: Store, existing: ReviewRow, through: dt.date,
+            indicators: tuple[str, ...]) -> tuple[dict[str, Any], bool]:
+    with store.Session() as session:
+        stored = _indicators_of(session, [existing.id]).get(existing.id, [])
+    if existing.through != through or tuple(sorted(stored)) != indicators:
+        raise Conflict("this Idempotency-Key was already used for a different review "
+                       f"(id {existing.id}); use a new key", field="Idempotency-Key",
+                       code="idempotency_conflict")
+    return review_dict(existing, stored), False
+
+
+def list_reviews(store: Store, set_id: str | None = None, indicator: str | None = None,
+                 limit: int = 100, offset: int = 0,
+                 include_retracted: bool = True) -> tuple[list[dict[str, Any]], int]:
+    """A page of reviews, newest ``through`` first, and the total matching.
+
+    ``set_id`` keeps the reviews that cover any of that set's indicators (wherever they were
+    made: a review of an indicator counts for every set that uses it).
+    """
+    conditions = []
+    wanted: set[str] | None = None
+    if set_id:
+        wanted = set(store.get_set(set_id).indicator_ids)
+    if indicator:
+        wanted = {indicator} if wanted is None else wanted & {indicator}
+    if wanted is not None:
+        conditions.append(ReviewRow.id.in_(
+            select(ReviewIndicatorRow.review_id)
+            .where(ReviewIndicatorRow.indicator.in_(sorted(wanted)))))
+    if not include_retracted:
+        conditions.append(ReviewRow.retracted_at.is_(None))
+    where = and_(*conditions) if conditions else true()
+    with store.Session() as session:
+        total = int(session.scalar(select(func.count(ReviewRow.id)).where(where)))
+        rows = session.scalars(select(ReviewRow).where(where)
+                               .order_by(ReviewRow.through.desc(), ReviewRow.id.desc())
+                               .limit(limit).offset(offset)).all()
+        indicators = _indicators_of(session, [r.id for r in rows])
+    return [review_dict(r, indicators.get(r.id, [])) for r in rows], total
+
+
+def retract_review(store: Store, review_id: int, reason: str, by: str = "") -> dict[str, Any]:
+    """Mark a review retracted: it stays stored and stops counting towards coverage.
+
+    Raises
+    ------
+    BadRequest, NotFound, Conflict
+
+    """
+    if not reason or not reason.strip():
+        raise BadRequest("reason: give the reason for the retraction", field="reason")
+    with store.Session.begin() as session:
+        row = session.get(ReviewRow, review_id)
+        if row is None:
+            raise NotFound(f"no review {review_id}", field="id")
+        if row.retracted_at is not None:
+            raise Conflict(f"review {review_id} was already retracted at "
+                           f"{_aware(row.retracted_at).isoformat()}", field="id",
+                           code="already_retracted")
+        row.retracted_at = store.clock()
+        row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
+        indicators = _indicators_of(session, [row.id]).get(row.id, [])
+    return review_dict(row, indicators)
+
+
+def sets_touching(store: Store, indicators: Iterable[str]) -> list[str]:
+    """Ids of the loaded sets that use any of ``indicators``."""
+    wanted = set(indicators)
+    return [s.id for s in store.list_sets() if wanted & set(s.indicator_ids)]
+
+
+def _latest_dates(session, ids: Sequence[str]) -> dict[str, tuple[dt.date, int]]:
+    """Per indicator, the latest live review date covering it and that review's id."""
+    best: dict[str, tuple[dt.date, int]] = {}
+    rows = session.execute(
+        select(ReviewIndicatorRow.indicator, ReviewRow.through, ReviewRow.id)
+        .join(ReviewRow, ReviewRow.id == ReviewIndicatorRow.review_id)
+        .where(ReviewIndicatorRow.indicator.in_(list(ids)), ReviewRow.retracted_at.is_(None)))
+    for indicator, through, review_id in rows:
+        if indicator not in best or (through, review_id) > best[indicator]:
+            best[indicator] = (through, review_id)
+    return best
+
+
+def _newest_entry(session, ids: Sequence[str], through: dt.date) -> dt.date | None:
+    """The date of the newest live observation of any of ``ids`` on or before ``through``.
+
+    From the monthly statistics (each cell keeps its latest live date); raw rows only for
+    the month holding ``through`` when a cell of it holds a later one.
+    """
+    m = ObservationMonthRow
+    month = through.year * 12 + through.month - 1
+    before = session.scalar(select(func.max(m.max_date)).where(
+        m.indicator.in_(list(ids)), m.month_index < month))
+    current = session.scalar(select(func.max(m.max_date)).where(
+        m.indicator.in_(list(ids)), m.month_index == month))
+    if current is not None and current > through:
+        o = ObservationRow
+        current = session.scalar(select(func.max(o.date)).where(
+            o.indicator.in_(list(ids)), o.month_index == month, o.retracted_at.is_(None),
+            o.date <= through))
+    dates = [d for d in (before, current) if d is not None]
+    return max(dates) if dates else None
+
+
+def coverage(store: Store, scenario_set: ScenarioSet, through: dt.date,
+             rule: CoverageRule | None = None) -> Coverage:
+    """Each of the set's indicators' coverage on ``through`` (`indicators.coverage`)."""
+    rule = rule or store.coverage_rule
+    ids = scenario_set.indicator_ids
+    with store.Session() as session:
+        latest = _latest_dates(session, ids) if rule != "as_of" else {}
+        newest = _newest_entry(session, ids, through) if rule == "reviews" else None
+    return resolve_coverage(ids, through, latest, newest, rule)

@@ -1,0 +1,273 @@
+"""Reviews on SQLite and PostgreSQL, through the store, the API and the CLI.
+
+Every refusal names its field with a clear message and stores nothing; a review moves each
+indicator's coverage (and so the evidence), queues refits of the sets it touches, and every
+payload says what the evidence covered.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+import indicators
+from forecast import exact_posterior
+from service.api import create_app
+from service.errors import BadRequest, Conflict, NotFound
+from service.reviews import add_review, list_reviews, retract_review
+from service.settings import Settings
+from service.store import Store
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
+                            category=StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+from .test_cli import cli, run  # noqa: F401  (the CLI fixture)
+
+TODAY = date(2025, 12, 31)
+WORLD = "world-order-2035"
+CONVERGENCE = "sino-russian-convergence"
+SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url, today=TODAY, clock=lambda: datetime(2025, 12, 31, 12, tzinfo=UTC))
+    s.migrate()
+    s.load_bundled_sets()
+    yield s
+    s.dispose()
+
+
+REFUSED = [
+    ({"set_id": WORLD, "through": "2025-13-01"}, "through",
+     "through: '2025-13-01' is not a date; use YYYY-MM-DD"),
+    ({"set_id": WORLD, "through": "2026-01-05"}, "through",
+     "through: 2026-01-05 is in the future (today is 2025-12-31)"),
+    ({"set_id": WORLD, "through": "2023-08-31"}, "through",
+     "through: 2023-08-31 is before the start of 'world-order-2035' (2023-09-01)"),
+    ({"indicators": ["joint_exercise"], "through": "2011-12-31"}, "through",
+     "through: 2011-12-31 is before the start of every set using these indicators (2012-01-01)"),
+    ({"set_id": "world-order", "through": "2025-12-31"}, "set_id",
+     "set_id: unknown scenario set 'world-order'"),
+    ({"set_id": WORLD, "indicators": ["joint_exercize"], "through": "2025-12-31"},
+     "indicators", "indicators: 'joint_exercize' is not in the catalog; did you mean "
+                   "'joint_exercise'?"),
+    ({"set_id": WORLD, "indicators": ["satellite_cueing"], "through": "2025-12-31"},
+     "indicators", "indicators: 'satellite_cueing' is not an indicator of 'world-order-2035'"),
+    ({"through": "2025-12-31"}, "indicators",
+     "indicators: name the indicators reviewed, or give set_id to review all of a set's"),
+    ({"set_id": WORLD}, "through", "through: Field required"),
+    ({"set_id": WORLD, "through": 20251231}, "through", "through: Input should be a valid "
+                                                          "string"),
+    ({"indicators": "joint_exercise", "through": "2025-12-31"}, "indicators",
+     "indicators: Input should be a valid list"),
+    ({"set_id": WORLD, "through": "2025-12-31", "colour": "red"}, "colour",
+     "colour: unknown field; the fields are set_id, indicators, through, note"),
+    ({"set_id": WORLD, "through": "2025-12-31", "note": "x" * 2001}, "note",
+     "note: String should have at most 2000 characters"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "message"), REFUSED,
+                         ids=[f"{f}-{i}" for i, (_, f, _) in enumerate(REFUSED)])
+def test_every_bad_review_is_refused_naming_the_field_and_nothing_is_stored(store, body,
+                                                                            field, message):
+    with pytest.raises(BadRequest) as refused:
+        add_review(store, body)
+    assert refused.value.field == field
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert list_reviews(store) == ([], 0)
+
+
+def test_a_review_moves_coverage_and_the_evidence_with_it(store):
+    scenario_set = store.get_set(CONVERGENCE)
+    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10", "grade": "A1"})
+    before = store.coverage(scenario_set)
+    assert set(before.dates().values()) == {date(2024, 5, 10)}  # the newest entry
+    review, created = add_review(store, {"set_id": CONVERGENCE, "through": "2025-12-31",
+                                         "note": "read TASS and Xinhua archives"},
+                                 analyst="ana")
+    assert created and review["indicators"] == sorted(scenario_set.indicator_ids)
+    assert review["analyst"] == "ana" and review["set_id"] == CONVERGENCE
+    after = store.coverage(scenario_set)
+    assert set(after.dates().values()) == {date(2025, 12, 31)}
+    assert {c.basis for c in after.indicators} == {"review"}
+    assert {c.review_id for c in after.indicators} == {review["id"]}
+    evidence = store.evidence(scenario_set)
+    col = evidence.column("joint_exercise")
+    assert evidence.exposure[:, col].sum() == pytest.approx(len(evidence.grid))  # all covered
+    # a review of one indicator counts for every set that uses it
+    world = store.get_set(WORLD)
+    assert store.coverage(world).dates()["joint_exercise"] == date(2025, 12, 31)
+    items, total = list_reviews(store, set_id=WORLD)
+    assert total == 1 and items[0]["id"] == review["id"]
+    assert list_reviews(store, indicator="us_china_cooperation") == ([], 0)
+
+
+def test_a_retracted_review_stops_counting_and_stays_stored(store):
+    scenario_set = store.get_set(WORLD)
+    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10"})
+    review, _ = add_review(store, {"set_id": WORLD, "through": "2025-06-30"})
+    retracted = retract_review(store, review["id"], "read the wrong archive", by="ana")
+    assert retracted["retraction_reason"] == "read the wrong archive (by ana)"
+    assert set(store.coverage(scenario_set).dates().values()) == {date(2024, 5, 10)}
+    items, total = list_reviews(store)
+    assert total == 1 and items[0]["retracted_at"] is not None
+    assert list_reviews(store, include_retracted=False) == ([], 0)
+    with pytest.raises(Conflict, match="already retracted"):
+        retract_review(store, review["id"], "again")
+    with pytest.raises(NotFound):
+        retract_review(store, 999, "missing")
+    with pytest.raises(BadRequest, match="reason"):
+        retract_review(store, review["id"], " ")
+
+
+def test_an_idempotency_key_stores_one_review(store):
+    body = {"set_id": WORLD, "through": "2025-06-30"}
+    first, created = add_review(store, body, idempotency_key="k1")
+    again, created_again = add_review(store, body, idempotency_key="k1")
+    assert created and not created_again and again["id"] == first["id"]
+    with pytest.raises(Conflict) as conflict:
+        add_review(store, {**body, "through": "2025-07-31"}, idempotency_key="k1")
+    assert conflict.value.field == "Idempotency-Key"
+    assert list_reviews(store)[1] == 1
+
+
+def test_an_import_and_its_review_are_stored_together_or_not_at_all(store):
+    observations, _ = indicators.read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
+    with pytest.raises(BadRequest, match="in the future"):
+        store.add_observations(observations, review={"indicators": ["joint_exercise"],
+                                                     "through": "2026-02-01"})
+    assert store.count_observations() == 0 and list_reviews(store)[1] == 0
+    count, review = store.add_observations(
+        observations, review={"indicators": sorted({o.indicator for o in observations}),
+                              "through": "2025-12-31"})
+    assert count == 96 and review["through"] == "2025-12-31"
+
+
+# -- the API ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(tmp_path):
+    settings = Settings(var_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                        scheduler=False, worker="inline", today=TODAY.isoformat(),
+                        dynamic=False)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        store = app.state.services.store
+        store.load_bundled_sets()
+        client.analyst = {"Authorization": f"Bearer {store.create_key('analyst', 'ana')}"}
+        client.reader = {"Authorization": f"Bearer {store.create_key('reader')}"}
+        client.services = app.state.services
+        yield client
+
+
+def test_post_a_review_then_list_and_retract_it(api):
+    store = api.services.store
+    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10"})
+    response = api.post("/v1/reviews", headers=api.analyst,
+                        json={"set_id": WORLD, "through": "2025-12-31", "note": "archives"})
+    assert response.status_code == 201, response.text
+    review = response.json()
+    assert review["analyst"] == "ana" and review["through"] == "2025-12-31"
+    assert review["sets"] == [CONVERGENCE, WORLD]  # joint_exercise is in both
+    assert set(review["queued_fits"]) == {CONVERGENCE, WORLD}
+    for fit_id in review["queued_fits"].values():
+        assert store.get_fit(fit_id)["status"] == "queued"
+    listed = api.get("/v1/reviews", params={"set": WORLD})
+    assert listed.status_code == 200 and listed.json()["total"] == 1
+    by_indicator = api.get("/v1/reviews", params={"indicator": "joint_patrol"}).json()
+    assert [r["id"] for r in by_indicator["items"]] == [review["id"]]
+    retracted = api.post(f"/v1/reviews/{review['id']}/retract", headers=api.analyst,
+                         json={"reason": "duplicate"})
+    assert retracted.status_code == 200 and retracted.json()["retracted_at"]
+
+
+def test_review_errors_have_the_one_shape_and_store_nothing(api):
+    cases = [
+        ({"set_id": WORLD, "through": "2026-01-05"}, api.analyst, 422, "invalid", "through"),
+        ({"set_id": "nope", "through": "2025-12-31"}, api.analyst, 422, "invalid", "set_id"),
+        ({"set_id": WORLD, "through": "2025-12-31"}, {}, 401, "unauthorized",
+         "Authorization"),
+        ({"set_id": WORLD, "through": "2025-12-31"}, api.reader, 403, "forbidden", None),
+    ]
+    for body, headers, status, code, field in cases:
+        response = api.post("/v1/reviews", json=body, headers=headers)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert response.json()["error"]["field"] == field
+    unknown = api.get("/v1/reviews", params={"set": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "set"
+    assert api.get("/v1/reviews").json()["total"] == 0
+
+
+def test_every_payload_says_what_the_evidence_covered(api):
+    store = api.services.store
+    for day in ("2025-02-10", "2025-05-20"):
+        store.add_observation({"indicator": "joint_exercise", "date": day, "grade": "A1"})
+    reviewed = api.post("/v1/reviews", headers=api.analyst,
+                        json={"set_id": WORLD, "indicators": ["joint_exercise"],
+                              "through": "2025-09-30"}).json()
+    fit_id = reviewed["queued_fits"][WORLD]
+    assert api.services.runner.run_fit(fit_id)["status"] == "published"
+    posterior = api.get(f"/v1/sets/{WORLD}/posterior").json()
+    assert posterior["evidence_complete_through"] == "2025-05-20"  # the others: newest entry
+    assert posterior["periods_past_coverage"] == 2  # 2025Q2 → Q4
+    assert posterior["coverage_rule"] == "reviews"
+    assert posterior["coverage"]["joint_exercise"] == {
+        "covered_through": "2025-09-30", "basis": "review", "review_id": reviewed["id"],
+        "periods_past": 1}
+    assert posterior["coverage"]["joint_patrol"]["basis"] == "newest_entry"
+    for path in ("forecast?horizon=2030-12-31", "milestones", "path"):
+        body = api.get(f"/v1/sets/{WORLD}/{path}").json()
+        assert body["evidence_complete_through"] == "2025-05-20", path
+        assert body["coverage"] == posterior["coverage"], path
+    # and the numbers are the exact ones of that evidence
+    scenario_set = store.get_set(WORLD)
+    exact = exact_posterior(scenario_set, store.evidence(scenario_set))
+    np.testing.assert_allclose([s["probability"] for s in posterior["scenarios"]],
+                               exact.probability, atol=1e-9)
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def test_cli_review_and_reviews(cli):  # noqa: F811
+    run(cli, "init")
+    refused = run(cli, "review", "--set", WORLD, "--through", "2026-03-01", code=2)
+    assert "through: 2026-03-01 is in the future" in refused.stderr
+    refused = run(cli, "review", "--set", WORLD, "--indicator", "joint_exercize",
+                  "--through", "2025-12-31", code=2)
+    assert "indicators: 'joint_exercize' is not in the catalog" in refused.stderr
+    stored = run(cli, "review", "--set", WORLD, "--indicator", "joint_exercise",
+                 "--indicator", "joint_patrol", "--through", "2025-12-31", "--note", "TASS")
+    assert "stored review 1: joint_exercise, joint_patrol reviewed through 2025-12-31" in \
+        stored.stdout
+    listed = run(cli, "reviews", "--set", WORLD)
+    assert "review 1: through 2025-12-31, joint_exercise, joint_patrol — TASS" in listed.stdout
+    assert "reviewed through 2025-12-31" in listed.stdout
+
+
+def test_cli_import_with_its_review_date_is_all_or_nothing(cli, tmp_path):  # noqa: F811
+    run(cli, "init")
+    refused = run(cli, "import", str(SAMPLE), "--reviewed-through", "2026-01-31", code=2)
+    assert "--reviewed-through: 2026-01-31 is in the future" in refused.stderr
+    assert "nothing was imported" in refused.stderr
+    with Store(Settings().url, today=TODAY) as store:
+        assert store.count_observations() == 0
+    done = run(cli, "import", str(SAMPLE), "--reviewed-through", "2025-12-31")
+    assert "imported 96 observations" in done.stdout
+    assert "reviewed through 2025-12-31" in done.stdout
+    with Store(Settings().url, today=TODAY) as store:
+        coverage = store.coverage(store.get_set(CONVERGENCE))
+    # the indicators in the file: reviewed; the others (milestones): the newest entry
+    assert coverage.dates()["joint_exercise"] == date(2025, 12, 31)
+    assert coverage.dates()["satellite_cueing"] == date(2025, 12, 9)
