@@ -1,5 +1,8 @@
 """`make run` from a fresh copy of the repository answers /healthz, then serves a published
-posterior for both bundled sets — and the CLI prints the same JSON the server serves.
+posterior for both bundled sets — and the CLI prints the same JSON the server serves. No
+``SIGNPOST_TODAY``: the sample is imported with its review date (collected through
+2025-12-31), so on any later day its numbers are the README's, and a year without entries is
+not read as a quiet year.
 
 The copy holds the tracked files and the untracked, not-ignored ones (what a clone would hold
 plus local changes, no .venv and no var/). It reuses this test run's virtualenv instead of
@@ -21,14 +24,20 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+
+from forecast import exact_posterior, set_evidence
+from indicators import Review, load_catalog, read_observations_csv
+from priors import load_bundled_sets
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = ("sino-russian-convergence", "world-order-2035")
-TODAY = "2025-12-31"
+SAMPLE_REVIEWED = "2025-12-31"
 TIMEOUT = 300.0
 
 pytestmark = pytest.mark.slow
@@ -75,8 +84,8 @@ def test_make_run_serves_a_published_posterior_for_both_sets(tmp_path, pytensor_
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIGNPOST_", "PYTENSOR_")) and k not in ("MAKEFLAGS", "MFLAGS")}
-    env.update(SIGNPOST_TODAY=TODAY, PYTHONPATH=str(clone), 
-               PYTENSOR_FLAGS=pytensor_flags)
+    env.update(PYTHONPATH=str(clone), PYTENSOR_FLAGS=pytensor_flags)
+    today = date.today().isoformat()
     log_path = tmp_path / "make-run.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -111,9 +120,26 @@ def test_make_run_serves_a_published_posterior_for_both_sets(tmp_path, pytensor_
 
         for set_id, payload in payloads.items():
             assert payload["set_id"] == set_id
-            assert payload["evidence_through"] == TODAY
+            assert payload["evidence_through"] == today
             assert payload["diagnostics"]["passed"] is True
             assert abs(sum(s["probability"] for s in payload["scenarios"]) - 1) < 1e-6
+            # the sample's indicators reviewed through its collection date, the rest (never
+            # observed) covered through its newest entry
+            assert payload["coverage"]["joint_exercise"] == {
+                "covered_through": SAMPLE_REVIEWED, "basis": "review", "review_id": 1,
+                "periods_past": payload["coverage"]["joint_exercise"]["periods_past"]}
+        world = payloads[SETS[1]]
+        assert world["evidence_complete_through"] == SAMPLE_REVIEWED
+        # a static set: on any day, exactly its posterior as of the review date
+        scenario_set = load_bundled_sets()[SETS[1]]
+        rows, _ = read_observations_csv(clone / "indicators/data/sample_observations.csv",
+                                        load_catalog(), today=date.fromisoformat(today))
+        evidence = set_evidence(scenario_set, rows, as_of=date.fromisoformat(SAMPLE_REVIEWED),
+                                reviews=[Review(date.fromisoformat(SAMPLE_REVIEWED),
+                                                tuple({r.indicator for r in rows}))])
+        np.testing.assert_allclose([s["probability"] for s in world["scenarios"]],
+                                   exact_posterior(scenario_set, evidence).probability,
+                                   atol=1e-9)
 
         # the CLI on the same database prints the same JSON the server serves
         cli = subprocess.run(

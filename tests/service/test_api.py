@@ -140,12 +140,16 @@ def test_openapi_documents_every_route_and_the_error_shape(api):
         "/healthz", "/readyz", "/v1/sets", "/v1/sets/{set_id}", "/v1/sets/{set_id}/posterior",
         "/v1/sets/{set_id}/history", "/v1/sets/{set_id}/path", "/v1/sets/{set_id}/forecast",
         "/v1/sets/{set_id}/milestones", "/v1/sets/{set_id}/replay", "/v1/observations",
-        "/v1/observations/{observation_id}/retract", "/v1/fits", "/v1/fits/{fit_id}"}
+        "/v1/observations/{observation_id}/retract", "/v1/reviews",
+        "/v1/reviews/{review_id}/retract", "/v1/fits", "/v1/fits/{fit_id}"}
     post = spec["paths"]["/v1/observations"]["post"]
     assert "indicator" in post["requestBody"]["content"]["application/json"]["schema"][
         "properties"]
     assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ErrorBody")
+    review = spec["paths"]["/v1/reviews"]["post"]
+    assert {"set_id", "indicators", "through", "note"} <= set(
+        review["requestBody"]["content"]["application/json"]["schema"]["properties"])
     docs = api.client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
