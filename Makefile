@@ -15,7 +15,7 @@ SAMPLE := indicators/data/sample_observations.csv
 # The sample was collected through this date: its import records a review of its indicators.
 SAMPLE_REVIEWED_THROUGH := 2025-12-31
 
-.PHONY: install run test lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias clean
+.PHONY: install run test test-tools lint bench bench-core bench-replays bench-refit bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -38,7 +38,17 @@ run: install
 	$(BIN)/signpost refit
 	$(BIN)/signpost serve --host $(HOST) --port $(PORT)
 
-test: install
+# Besides Python, the suite drives Debian's docker-compose (it validates docker-compose.yml
+# offline). Installed when missing and apt-get can (as root); otherwise that one test skips.
+test-tools:
+	@command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get install -y -qq docker-compose >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq docker-compose >/dev/null 2>&1; }; }; } || \
+	  echo "note: docker-compose is not installed; tests/test_compose.py will skip its check"
+
+test: install test-tools
 	$(BIN)/python -m pytest
 
 lint: install
