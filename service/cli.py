@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from datetime import date as dates
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -46,7 +47,7 @@ from service.outlook import (
     replay_payload,
 )
 from service.posterior import posterior_payload, set_detail
-from service.reviews import add_review, list_reviews, sets_touching
+from service.reviews import add_review, list_reviews, observation_coverage, sets_touching
 from service.scheduler import queue_refits
 from service.settings import Settings, _redact
 from service.store import ROLES, Store, _aware
@@ -312,12 +313,20 @@ def observe(
     data = {k: v for k, v in fields.items() if v is not None}
     with services() as svc:
         row, _ = svc.store.add_observation(data, analyst=analyst or "")
+        coverage = observation_coverage(svc.store, row["indicator"],
+                                        dates.fromisoformat(row["date"]))
     if as_json:
-        print(json.dumps(row, indent=2))
+        print(json.dumps({**row, "coverage": coverage}, indent=2))
         return
     out.print(f"stored observation {row['id']}: {row['indicator']} on {row['date']}, "
               f"value {row['value']:g}, grade {row['grade']} (weight {row['weight']:.3g})",
               markup=False)
+    for set_id, item in coverage.items():
+        if not item["counted"]:
+            err.print(f"note: not yet evidence for {set_id}: {row['indicator']} is covered "
+                      f"through {item['covered_through'] or 'no date'}; it counts once a "
+                      f"review covers {row['date']} (signpost review --set {set_id} "
+                      f"--indicator {row['indicator']} --through DATE)", markup=False)
 
 
 @app.command("import")

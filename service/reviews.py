@@ -32,6 +32,7 @@ __all__ = [
     "add_review",
     "coverage",
     "list_reviews",
+    "observation_coverage",
     "retract_review",
     "review_dict",
     "validate_review",
@@ -283,6 +284,21 @@ def retract_review(store: Store, review_id: int, reason: str, by: str = "") -> d
         row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
         indicators = _indicators_of(session, [row.id]).get(row.id, [])
     return review_dict(row, indicators)
+
+
+def observation_coverage(store: Store, indicator: str,
+                         day: dt.date) -> dict[str, dict[str, Any]]:
+    """For each set using ``indicator``: its coverage today, and whether ``day`` is inside it.
+
+    An observation dated after its indicator's coverage is stored but is not evidence until a
+    review covers it: what the analyst who just logged it needs to know.
+    """
+    out = {}
+    for set_id in sets_touching(store, [indicator]):
+        covered = store.coverage(store.get_set(set_id)).dates()[indicator]
+        out[set_id] = {"covered_through": None if covered is None else covered.isoformat(),
+                       "counted": covered is not None and day <= covered}
+    return out
 
 
 def sets_touching(store: Store, indicators: Iterable[str]) -> list[str]:

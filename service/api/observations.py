@@ -21,6 +21,7 @@ from service.api.deps import (
 )
 from service.api.errors import ERROR_RESPONSES
 from service.errors import BadRequest, NotFound
+from service.reviews import observation_coverage
 
 router = APIRouter(prefix="/observations", tags=["observations"],
                    responses={401: ERROR_RESPONSES[401]})
@@ -64,14 +65,17 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
 
     With an ``Idempotency-Key`` header, a retry returns the first row with status 200
     (header ``Idempotent-Replayed: true``) and stores nothing. The row's ``analyst`` is the
-    key's name (or prefix).
+    key's name (or prefix). ``coverage`` says, per set using the indicator, through which date
+    its evidence is complete and whether this observation is inside it (``counted``); one
+    dated later waits for a review (``POST /v1/reviews``).
     """
     row, created = store.add_observation(body, analyst=who(key),
                                          idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return row
+    coverage = observation_coverage(store, row["indicator"], date.fromisoformat(row["date"]))
+    return {**row, "coverage": coverage}
 
 
 @router.get("", responses={404: ERROR_RESPONSES[404]})

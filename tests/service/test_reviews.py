@@ -271,3 +271,31 @@ def test_cli_import_with_its_review_date_is_all_or_nothing(cli, tmp_path):  # no
     # the indicators in the file: reviewed; the others (milestones): the newest entry
     assert coverage.dates()["joint_exercise"] == date(2025, 12, 31)
     assert coverage.dates()["satellite_cueing"] == date(2025, 12, 9)
+
+
+def test_an_observation_after_its_coverage_is_stored_and_said_to_wait(api):
+    api.post("/v1/reviews", headers=api.analyst,
+             json={"indicators": ["joint_exercise"], "through": "2025-09-30"})
+    inside = api.post("/v1/observations", headers=api.analyst,
+                      json={"indicator": "joint_exercise", "date": "2025-08-01"})
+    after = api.post("/v1/observations", headers=api.analyst,
+                     json={"indicator": "joint_exercise", "date": "2025-11-01"})
+    assert inside.status_code == after.status_code == 201
+    assert inside.json()["coverage"] == {
+        CONVERGENCE: {"covered_through": "2025-09-30", "counted": True},
+        WORLD: {"covered_through": "2025-09-30", "counted": True}}
+    assert after.json()["coverage"][WORLD] == {"covered_through": "2025-09-30",
+                                               "counted": False}
+    # an indicator never reviewed is covered through the set's newest entry: it counts
+    patrol = api.post("/v1/observations", headers=api.analyst,
+                      json={"indicator": "joint_patrol", "date": "2025-12-01"}).json()
+    assert patrol["coverage"][WORLD] == {"covered_through": "2025-12-01", "counted": True}
+
+
+def test_cli_observe_says_when_an_observation_waits_for_a_review(cli):  # noqa: F811
+    run(cli, "init")
+    run(cli, "review", "--set", WORLD, "--through", "2025-06-30")
+    waiting = run(cli, "observe", "--indicator", "joint_exercise", "--date", "2025-10-02")
+    assert "stored observation 1" in waiting.stdout
+    assert (f"note: not yet evidence for {WORLD}: joint_exercise is covered through "
+            "2025-06-30; it counts once a review covers 2025-10-02") in waiting.stderr
