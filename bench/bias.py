@@ -112,8 +112,8 @@ def main() -> None:
     earlier = set_evidence(scenario_set, [o for o in observations if o is not last],
                            as_of=AS_OF, reviews=review)
     estimates, mcses, seconds, methods = [], [], [], {}
-    refit = dataclasses.replace(nuts, sampler=dataclasses.replace(nuts.sampler, seed=None,
-                                                                  reweight=True))
+    refit = dataclasses.replace(nuts, sampler=dataclasses.replace(  # opt-in (decision 011)
+        nuts.sampler, seed=None, reweight=True))
     for seed in range(seeds):
         fit(scenario_set, earlier, seeded(nuts, 2000 + seed), cache=cache)  # the new base
         started = time.perf_counter()

@@ -1,9 +1,11 @@
 """(a) Observation → published posterior in a warm worker, vs naive ``pm.sample`` in a fresh
 process; (b) cold-process fit time with the compile cache kept under var/, vs an empty cache.
 
-(a) runs twice per set: with the service's defaults (a dynamic set's refit re-weights the
-worker's last sampled posterior when that passes the gate, decision 008) and with every refit
-sampled. Run: ``make bench-refit``. Ratios are against baselines measured in the same run."""
+(a) runs twice per set: with the service's defaults (a dynamic set's fit draws from its
+enumerated scenario paths, decision 011) and with NUTS (``SIGNPOST_FIT_METHOD=nuts``, the
+fallback, whose refits re-weight the worker's last sampled posterior when that passes the gate,
+decision 008). Run: ``make bench-refit``. Ratios are against baselines measured in the same
+run."""
 
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def main() -> None:
     print(hardware())
     # what `signpost serve` and `signpost scheduler` fit with (SIGNPOST_FIT_* defaults)
     service = Settings().fit_settings()
-    sampled = replace(service, sampler=replace(service.sampler, reweight=False))
+    sampled = replace(service, sampler=replace(service.sampler, method="nuts"))
     with tempfile.TemporaryDirectory() as tmp:
         store = sample_store(f"sqlite:///{tmp}/bench.db")
         runners = {name: FitRunner(store, WorkerPool("process"), settings, lease_seconds=120,
@@ -99,7 +101,7 @@ def main() -> None:
                 latencies, methods = refit_latencies(store, runner, set_id, day)
                 warm = statistics.median(latencies)
                 label = ("service defaults" if name == "service"
-                         else "every refit sampled (SIGNPOST_FIT_REWEIGHT=false)")
+                         else "NUTS (SIGNPOST_FIT_METHOD=nuts)")
                 print(f"  {set_id:26s} {label}: warm {warm:5.2f} s (median of 5: "
                       f"{', '.join(f'{x:.2f}' for x in latencies)}; "
                       f"{', '.join(methods)})   naive {naive:5.1f} s   "

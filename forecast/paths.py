@@ -463,15 +463,17 @@ def enumerate_paths(model: PathModel, max_segments: int) -> PathSums:
                     n_paths=n_paths)
 
 
-def sample_paths(model: PathModel, sums: PathSums, n: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def sample_paths(model: PathModel, sums: PathSums, n: int, rng: np.random.Generator,
+                 segments: int | None = None) -> np.ndarray:
     """(n, T) int8: paths drawn from the truncated posterior, by systematic resampling.
 
+    ``segments`` keeps to the paths of that many segments (the posterior given that count).
     Sorted by (segment count, pattern, boundaries): shuffle before using them as a sequence.
     """
     prefix, table, lg_stay, lg_total, log_prior = _tables(model, sums.max_segments)
     total = sums.total()
-    blocks = [(s, p) for s, masses in enumerate(sums.log_mass) for p in range(masses.size)]
+    blocks = [(s, p) for s, masses in enumerate(sums.log_mass) for p in range(masses.size)
+              if segments is None or s + 1 == segments]
     mass = np.array([np.exp(sums.log_mass[s][p] - total) for s, p in blocks])
     mass /= mass.sum()
     targets = (rng.random() + np.arange(n)) / n

@@ -37,9 +37,9 @@ class Settings(BaseSettings):
     fit_draws: int = Field(default=1000, gt=0)
     fit_tune: int = Field(default=500, gt=0)
     fit_chains: int = Field(default=4, gt=0)
-    fit_reweight: bool = Field(default=True, description=(
-        "refit a dynamic set by re-weighting the worker's last sampled posterior (PSIS) "
-        "when that passes the gate"))
+    fit_reweight: bool = Field(default=False, description=(
+        "NUTS refits of a dynamic set: re-weight the worker's last sampled posterior (PSIS) "
+        "when that passes the gate (off: its MCSE proved over-confident, decision 011)"))
     fit_method: str = Field(default="auto", description=(
         "dynamic sets: 'auto' (enumerated scenario paths; NUTS when their importance weights "
         "fail the gate), 'paths' or 'nuts'"))

@@ -211,7 +211,7 @@ def test_a_refit_reweights_the_last_sampled_posterior_and_matches_the_path_sum()
     scenario_set = parse_scenario_set(MOVING)
     evidence = _switching_evidence(scenario_set, np.random.default_rng(5))
     cache = ModelCache()
-    nuts = FitSettings.from_mapping({"sampler": NUTS_SHORT})
+    nuts = FitSettings.from_mapping({"sampler": {**NUTS_SHORT, "reweight": True}})  # opt-in
     base = fit(scenario_set, _one_count_less(evidence, 7, 0), nuts, cache=cache)
     assert base.sampler["name"] == "nutpie" and base.diagnostics.passed, base.diagnostics
     result = fit(scenario_set, evidence, nuts, cache=cache)
@@ -238,7 +238,7 @@ def test_evidence_the_last_posterior_cannot_cover_is_sampled_afresh():
     scenario_set = parse_scenario_set(MOVING)
     evidence = _switching_evidence(scenario_set, np.random.default_rng(5))
     cache = ModelCache()
-    nuts = FitSettings.from_mapping({"sampler": NUTS_SHORT})
+    nuts = FitSettings.from_mapping({"sampler": {**NUTS_SHORT, "reweight": True}})
     fit(scenario_set, evidence, nuts, cache=cache)
     # drills at six times the rate of any draw's scenario: far outside what the draws cover
     counts = evidence.counts.copy()
