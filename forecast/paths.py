@@ -260,6 +260,16 @@ def _next_combination(bounds, t_len):
     return True
 
 
+@numba.njit(cache=True)
+def _scratch(n_seg, k, width):
+    """A pattern's first boundary set (1, 2, …) and `_path_weight`'s work arrays."""
+    bounds = np.empty(n_seg - 1, dtype=np.int64)
+    for i in range(n_seg - 1):
+        bounds[i] = i + 1
+    return (bounds, np.empty(width), np.empty(k, dtype=np.int64),
+            np.empty(k, dtype=np.int64))
+
+
 @numba.njit(parallel=True, cache=True)
 def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table, prefix,
                   lg_stay, lg_total, free, a_c, b_c, a_m, b_m, a_s, b_s, var_s):
@@ -269,12 +279,7 @@ def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table
     out_max = np.full(n_pat, -np.inf)
     out_sum = np.zeros(n_pat)
     for p in numba.prange(n_pat):
-        bounds = np.empty(n_seg - 1, dtype=np.int64)
-        for i in range(n_seg - 1):
-            bounds[i] = i + 1
-        sums = np.empty(prefix.shape[1])
-        stays = np.empty(k, dtype=np.int64)
-        visits = np.empty(k, dtype=np.int64)
+        bounds, sums, stays, visits = _scratch(n_seg, k, prefix.shape[1])
         best = -np.inf
         total = 0.0
         if n_seg - 1 <= t_len - 1:
@@ -313,12 +318,7 @@ def _pick(pattern, targets, log_scale, const, moves_out, repeated, t_len, log_pr
     """
     n_seg = pattern.shape[0]
     k = log_prior.shape[0]
-    bounds = np.empty(n_seg - 1, dtype=np.int64)
-    for i in range(n_seg - 1):
-        bounds[i] = i + 1
-    sums = np.empty(prefix.shape[1])
-    stays = np.empty(k, dtype=np.int64)
-    visits = np.empty(k, dtype=np.int64)
+    bounds, sums, stays, visits = _scratch(n_seg, k, prefix.shape[1])
     cumulative = 0.0
     picked = 0
     while True:

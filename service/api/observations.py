@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +19,7 @@ from service.api.deps import (
     who,
 )
 from service.api.errors import ERROR_RESPONSES
+from service.api.responses import page
 from service.errors import BadRequest, NotFound
 from service.reviews import observation_coverage
 
@@ -100,12 +100,7 @@ def list_observations(
             offset=offset, include_retracted=include_retracted)
     except NotFound as exc:
         raise NotFound(exc.message, field="set") from None
-    next_url = None
-    if offset + limit < total:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
-        params.append(("offset", str(offset + limit)))
-        next_url = f"{request.url.path}?{urlencode(params)}"
-    return {"items": items, "total": total, "next": next_url}
+    return page(request, items, total, offset, limit)
 
 
 @router.post("/{observation_id}/retract", openapi_extra=body_schema(Retraction),

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request, Response
 
@@ -19,6 +20,17 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(item) for item in value]
     return value
+
+
+def page(request: Request, items: list[Any], total: int, offset: int,
+         limit: int) -> dict[str, Any]:
+    """A page of a listing: ``{"items", "total", "next"}``, ``next`` the URL of the next page."""
+    next_url = None
+    if offset + limit < total:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
+        params.append(("offset", str(offset + limit)))
+        next_url = f"{request.url.path}?{urlencode(params)}"
+    return {"items": items, "total": total, "next": next_url}
 
 
 def canonical_json(payload: Any) -> bytes:

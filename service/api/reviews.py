@@ -6,7 +6,6 @@ A review changes what counts as evidence, so it queues refits of the sets it tou
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +21,7 @@ from service.api.deps import (
     who,
 )
 from service.api.errors import ERROR_RESPONSES
+from service.api.responses import page
 from service.errors import BadRequest, NotFound
 from service.reviews import ReviewIn, add_review, list_reviews, retract_review, sets_touching
 from service.scheduler import queue_refits
@@ -91,12 +91,7 @@ def get_reviews(
                                     offset=offset, include_retracted=include_retracted)
     except NotFound as exc:
         raise NotFound(exc.message, field="set") from None
-    next_url = None
-    if offset + limit < total:
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"]
-        params.append(("offset", str(offset + limit)))
-        next_url = f"{request.url.path}?{urlencode(params)}"
-    return {"items": items, "total": total, "next": next_url}
+    return page(request, items, total, offset, limit)
 
 
 @router.post("/{review_id}/retract", openapi_extra=body_schema(ReviewRetraction),
