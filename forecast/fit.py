@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -87,8 +88,12 @@ class SamplerSettings:
     path_draws: int = 20000
     kept_draws: int = 4000
     max_paths: int = 4_000_000  # most paths enumerated: S is the largest that fits
-    # seconds a fit may spend on more draws once its first estimate fell short of precision
-    time_budget: float = 45.0
+    # seconds a fit may spend on more draws once its first estimate fell short of precision.
+    # None (the library's default): no clock, so a seeded fit gives the same answer on any
+    # machine under any load; the service sets one (SIGNPOST_FIT_TIME_BUDGET, 45 s).
+    time_budget: float | None = None
+    # fresh path draws sized from a first estimate short of precision stop at this many
+    max_path_draws: int = 500_000
     # NUTS refits of dynamic sets: re-weight the last sampled posterior for new evidence
     # (PSIS, decision 008) and sample only when the re-weighted one fails the gate. Off: their
     # MCSE proved over-confident (z-score sd 1.62 on the crisis nowcast, decision 011), and a
@@ -847,6 +852,10 @@ def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Ex
         factor = max((float(mcse.max()) / gate.max_mcse) ** 2,
                      gate.min_ess_bulk / max(float(estimate["ess"]), 1.0))
         wanted = int(np.ceil(n * 1.2 * factor / chains)) * chains
+        if wanted > sampler.max_path_draws:
+            failures[-1] += (f" after {n} draws; {wanted} would be needed, more than "
+                             f"max_path_draws ({sampler.max_path_draws})")
+            break
         if time.perf_counter() + per_draw * wanted > deadline:
             failures[-1] += (f" after {n} draws; {wanted} would take ~{per_draw * wanted:.0f} s, "
                              "past the fit's time budget")
@@ -964,7 +973,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     cache = cache if cache is not None else DEFAULT_CACHE
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    deadline = started + settings.sampler.time_budget
+    budget = settings.sampler.time_budget
+    deadline = math.inf if budget is None else started + budget
     arrays = EvidenceArrays.select(scenario_set, evidence)
     evidence_hash = evidence.hash()
     seed = settings.sampler.seed
