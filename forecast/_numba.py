@@ -20,11 +20,19 @@ against 0.0047). With fastmath off both agree bit for bit, at the same speed (25
 
 Numba reads these switches whenever it builds a pass pipeline, so setting them before anything
 is compiled covers every function this process compiles. Code compiled earlier with the
-vectorizers or fastmath on sits in PyTensor's numba cache under the same keys (neither switch
-is part of a key), so the cache moves to a directory of its own.
+vectorizers on sits in the caches under the same keys (the switches are not part of a key), so
+every cache this process writes lives in a directory named for them under PyTensor's
+``base_compiledir``: PyTensor's graphs in ``numba-ieee``, and Signpost's own kernels
+(``cache=True`` in `forecast.ops`, `forecast.paths`, …) in ``numba-ieee-kernels`` instead of
+``__pycache__`` beside the source, where a checkout kept kernels compiled under other switches
+(seen: a checkout's cached kernels gave other chains of a seeded fit than a fresh clone's).
+``NUMBA_CACHE_DIR``, when set, still decides where the kernels go.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numba.core.config
 
@@ -42,3 +50,7 @@ if _pytensor_numba_cache.NUMBA_CACHE_PATH.name != CACHE_DIRECTORY:
     _pytensor_numba_cache.NUMBA_CACHE_PATH = (_pytensor_numba_cache.NUMBA_CACHE_PATH.parent
                                               / CACHE_DIRECTORY)
     _pytensor_numba_cache.NUMBA_CACHE_PATH.mkdir(parents=True, exist_ok=True)
+# before `forecast`'s kernels are decorated: numba picks a function's cache locator then
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    numba.core.config.CACHE_DIR = str(Path(pytensor.config.base_compiledir)
+                                      / f"{CACHE_DIRECTORY}-kernels")

@@ -78,20 +78,24 @@ def test_a_fit_short_only_of_precision_runs_afresh_and_reproduces_bit_for_bit(co
     on the thread that ran the chain, and on whether the process compiled the model or loaded
     it from the cache). No time budget: a wall clock would make the outcome depend on load."""
     evidence = set_evidence(convergence, observations, as_of=date(2025, 12, 31))
-    # an MCSE no 4 × 1000 draws reach (without the enumeration's control variate: paths of
-    # one segment only), r_hat relaxed so that precision is all that fails
+    # without the enumeration's control variate (paths of one segment only) and with r_hat
+    # relaxed, so that precision is all that can fail
     sampler = {**NUTS, "dynamic_draws": 1000, "seed": 5, "max_paths": 1}
-    gate = {"max_mcse": 0.004, "max_rhat": 1.05}
+    relaxed = {"max_rhat": 1.05}
     pilot = fit(convergence, evidence, FitSettings.from_mapping(
-        {"sampler": {**sampler, "max_draws": 1000}, "gate": gate}), cache=cache)
+        {"sampler": {**sampler, "max_draws": 1000}, "gate": {**relaxed, "max_mcse": 1e-4}}),
+        cache=cache)
     assert pilot.diagnostics.failures and all(
-        f.startswith("MCSE") for f in pilot.diagnostics.failures), pilot.diagnostics
+        f.startswith(("MCSE", "bulk ESS")) for f in pilot.diagnostics.failures), pilot.diagnostics
     assert "a fresh run of" in pilot.diagnostics.failures[-1]
     assert pilot.sampler["runs"] == 1 and pilot.sampler["chains"] == 4
+    # a gate the same first run misses by 1.5×: a fresh run of ~12 chains, within max_draws
+    # (the first run's MCSE varies with the chains' path through the crisis mode, 0.002–0.012)
+    gate = {**relaxed, "max_mcse": pilot.diagnostics.max_mcse / 1.5}
     strict = FitSettings.from_mapping({"sampler": {**sampler, "max_draws": 10_000},
                                        "gate": gate})
     result = fit(convergence, evidence, strict, cache=cache)
-    assert result.sampler["runs"] >= 2 and result.sampler["chains"] > 4
+    assert result.sampler["runs"] >= 2 and result.sampler["chains"] > 4, result.sampler
     fresh = result.datatree["posterior"]["rate"].values
     assert fresh.shape[0] == result.sampler["chains"]
     # the first run's draws are not among the ones used
