@@ -9,7 +9,7 @@ row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from service.errors import BadRequest, Conflict, NotFound
 
 
 class Base(DeclarativeBase):
@@ -228,3 +230,34 @@ __all__ = [
     "make_sessionmaker",
 ]
 
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def mark_retracted(row: Any, what: str, row_id: int, reason: str, by: str,
+                   now: datetime) -> None:
+    """Retract a stored observation or review (``row``, None when not found): it stays stored.
+
+    Raises
+    ------
+    BadRequest
+        No reason given.
+    NotFound, Conflict
+        No such row; already retracted.
+
+    """
+    if not reason or not reason.strip():
+        raise BadRequest("reason: give the reason for the retraction", field="reason")
+    if row is None:
+        raise NotFound(f"no {what} {row_id}", field="id")
+    if row.retracted_at is not None:
+        raise Conflict(f"{what} {row_id} was already retracted at "
+                       f"{aware(row.retracted_at).isoformat()}", field="id",
+                       code="already_retracted")
+    row.retracted_at = now
+    row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")

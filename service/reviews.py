@@ -20,8 +20,15 @@ from sqlalchemy.exc import IntegrityError
 
 from indicators import Coverage, CoverageRule, InvalidObservation, resolve_coverage
 from indicators._text import did_you_mean
-from service.db import ObservationMonthRow, ObservationRow, ReviewIndicatorRow, ReviewRow
-from service.errors import BadRequest, Conflict, NotFound
+from service.db import (
+    ObservationMonthRow,
+    ObservationRow,
+    ReviewIndicatorRow,
+    ReviewRow,
+    aware,
+    mark_retracted,
+)
+from service.errors import BadRequest, Conflict
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
@@ -55,10 +62,7 @@ class ReviewIn(BaseModel):
     note: str = Field("", max_length=2000, description="what was read, by whom, any caveat")
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
+_aware = aware
 
 
 def review_dict(row: ReviewRow, indicators: Sequence[str]) -> dict[str, Any]:
@@ -270,18 +274,9 @@ def retract_review(store: Store, review_id: int, reason: str, by: str = "") -> d
     BadRequest, NotFound, Conflict
 
     """
-    if not reason or not reason.strip():
-        raise BadRequest("reason: give the reason for the retraction", field="reason")
     with store.Session.begin() as session:
         row = session.get(ReviewRow, review_id)
-        if row is None:
-            raise NotFound(f"no review {review_id}", field="id")
-        if row.retracted_at is not None:
-            raise Conflict(f"review {review_id} was already retracted at "
-                           f"{_aware(row.retracted_at).isoformat()}", field="id",
-                           code="already_retracted")
-        row.retracted_at = store.clock()
-        row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
+        mark_retracted(row, "review", review_id, reason, by, store.clock())
         indicators = _indicators_of(session, [row.id]).get(row.id, [])
     return review_dict(row, indicators)
 

@@ -45,8 +45,10 @@ from service.db import (
     ObservationMonthRow,
     ObservationRow,
     ScenarioSetRow,
+    aware,
     make_engine,
     make_sessionmaker,
+    mark_retracted,
 )
 from service.errors import BadRequest, Conflict, NotFound
 
@@ -59,11 +61,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+_aware = aware  # the name the service's modules import
 
 
 def month_index(d: date) -> int:
@@ -501,18 +499,9 @@ class Store:
         NotFound, Conflict
 
         """
-        if not reason or not reason.strip():
-            raise BadRequest("reason: give the reason for the retraction", field="reason")
         with self.Session.begin() as session:
             row = session.get(ObservationRow, observation_id)
-            if row is None:
-                raise NotFound(f"no observation {observation_id}", field="id")
-            if row.retracted_at is not None:
-                raise Conflict(f"observation {observation_id} was already retracted at "
-                               f"{_aware(row.retracted_at).isoformat()}", field="id",
-                               code="already_retracted")
-            row.retracted_at = self.clock()
-            row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
+            mark_retracted(row, "observation", observation_id, reason, by, self.clock())
             session.flush()
             self._recount_month(session, row.indicator, row.month_index)
         return observation_dict(row)
