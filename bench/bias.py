@@ -2,17 +2,20 @@
 
 Run: ``make bench-bias`` (``SEEDS``, default 40). On the bundled sample as of 2025-12-31:
 
-- the reference: every path of at most 5 segments summed exactly (58M paths), the longer
-  paths' mass by importance weights over 100,000 draws of that posterior (their share is ~1e-6:
-  its error is far below the estimators');
+- the reference: every path of at most 5 segments summed exactly (60M paths), the longer
+  paths' mass (2.6e-5 of it) by importance weights over 400,000 draws of that posterior; its
+  MCSE (~4e-8) is part of each comparison's standard error, since the estimators' own MCSE is
+  only ~1e-6 (the enumerated part is exact in them too);
 - fits with the service's settings (`SIGNPOST_*` defaults: the enumerated paths, decision
   011), NUTS fits with the service's settings (the fallback: chains sized in advance, a fresh
   run if short of precision) and NUTS refits re-weighted by PSIS from a base fitted without the
   sample's last joint exercise (decision 008).
 
-For each: every scenario's mean over the seeds against the reference, in standard errors of
-that mean, and the z-scores (error / reported MCSE), whose sd is 1 for honest error bars.
-Target: each mean within 2 standard errors, z sd ≤ 1.2.
+For each: every scenario's mean over the seeds against the reference, in standard errors (of
+that mean and of the reference), and the z-scores (error / reported MCSE), whose sd is 1 for
+honest error bars. Target: each mean within 2 standard errors, z sd ≤ 1.2. Twelve comparisons
+at 2 SE: an unbiased estimator misses one of them in ~40 % of runs, so a miss by little is a
+reason to run more seeds (``SEEDS=100``), not proof of a bias.
 """
 
 from __future__ import annotations
@@ -44,19 +47,22 @@ def reference(scenario_set, evidence) -> np.ndarray:
     sums = enumerate_paths(model, 5)
     exact = fitting._Exact(model, sums, sums.nowcast(model.n_states))
     rng = np.random.default_rng(20261201)
-    draws = fitting._truncated_draws(scenario_set, arrays, exact, 100_000, rng)
+    draws = fitting._truncated_draws(scenario_set, arrays, exact, 400_000, rng)
     estimate = fitting._by_weights(exact, draws, Settings().fit_settings().gate)
     print(f"# reference: {sums.n_paths:,} paths of ≤ 5 segments exact, the rest "
           f"{estimate['tail']:.1e} of the mass by weights (MCSE {estimate['mcse'].max():.1e}); "
           f"{time.perf_counter() - started:.0f} s")
-    return estimate["probability"]
+    return estimate["probability"], estimate["mcse"]
 
 
-def summarise(label: str, ids, truth: np.ndarray, estimates: list[np.ndarray],
-              mcses: list[np.ndarray], seconds: list[float]) -> bool:
+def summarise(label: str, ids, truth: np.ndarray, truth_mcse: np.ndarray,
+              estimates: list[np.ndarray], mcses: list[np.ndarray],
+              seconds: list[float]) -> bool:
     p, m = np.array(estimates), np.array(mcses)
     n = len(p)
-    mean, se = p.mean(axis=0), p.std(axis=0, ddof=1) / np.sqrt(n)
+    # the mean's standard error, and the reference's own Monte Carlo error (its long paths)
+    mean = p.mean(axis=0)
+    se = np.sqrt(p.var(axis=0, ddof=1) / n + truth_mcse ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (p - truth) / m
     print(f"\n{label}: {n} fits, median {np.median(seconds):.2f} s")
@@ -82,7 +88,7 @@ def main() -> None:
     reviewed = tuple(sorted({o.indicator for o in observations}))
     review = [Review(AS_OF, reviewed)]
     evidence = set_evidence(scenario_set, observations, as_of=AS_OF, reviews=review)
-    truth = reference(scenario_set, evidence)
+    truth, truth_mcse = reference(scenario_set, evidence)
     ids = scenario_set.scenario_ids
     service = Settings().fit_settings()
 
@@ -104,7 +110,7 @@ def main() -> None:
             assert result.passed, result.diagnostics
             estimates.append(result.probabilities)
             mcses.append(np.array([s.mcse for s in result.scenarios]))
-        runs[label] = summarise(label, ids, truth, estimates, mcses, seconds)
+        runs[label] = summarise(label, ids, truth, truth_mcse, estimates, mcses, seconds)
 
     # re-weighted refits: each from its own sampled base, fitted before the last drill
     last = max((o for o in observations if o.indicator == "joint_exercise"),
@@ -123,7 +129,7 @@ def main() -> None:
         estimates.append(result.probabilities)
         mcses.append(np.array([s.mcse for s in result.scenarios]))
     label = f"NUTS refits after one more drill ({methods})"
-    runs[label] = summarise(label, ids, truth, estimates, mcses, seconds)
+    runs[label] = summarise(label, ids, truth, truth_mcse, estimates, mcses, seconds)
     print("\nall targets " + ("met" if all(runs.values()) else "NOT all met"))
 
 
