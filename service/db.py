@@ -52,7 +52,22 @@ class ScenarioSetRow(Base):
     loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class ObservationRow(Base):
+class AppendOnly:
+    """What an analyst's entry carries besides its content.
+
+    Who and when, its idempotency key, and its retraction: an entry is retracted (kept and
+    flagged), never deleted or edited.
+    """
+
+    note: Mapped[str] = mapped_column(Text, default="")
+    analyst: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ObservationRow(AppendOnly, Base):
     """One logged fact. Append-only: corrections are retractions."""
 
     __tablename__ = "observations"
@@ -67,12 +82,6 @@ class ObservationRow(Base):
     weight: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(500), default="")
     url: Mapped[str] = mapped_column(String(2000), default="")
-    note: Mapped[str] = mapped_column(Text, default="")
-    analyst: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_observations_indicator_month", "indicator", "month_index"),)
 
@@ -97,7 +106,7 @@ class ObservationMonthRow(Base):
     max_date: Mapped[date] = mapped_column(Date)
 
 
-class ReviewRow(Base):
+class ReviewRow(AppendOnly, Base):
     """A review of the log: these indicators' sources were read through ``through``.
 
     Append-only: a mistaken review is retracted (kept, flagged), never deleted or edited.
@@ -108,12 +117,6 @@ class ReviewRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     set_id: Mapped[str | None] = mapped_column(String(100), nullable=True)  # where it was made
     through: Mapped[date] = mapped_column(Date)
-    note: Mapped[str] = mapped_column(Text, default="")
-    analyst: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    retracted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    retraction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ReviewIndicatorRow(Base):
