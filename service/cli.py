@@ -315,12 +315,14 @@ def observe(
         row, _ = svc.store.add_observation(data, analyst=analyst or "")
         coverage = observation_coverage(svc.store, row["indicator"],
                                         dates.fromisoformat(row["date"]))
+        queued = queue_refits(svc.store, list(coverage),
+                              requested_by=f"observation {row['id']}")
     if as_json:
-        print(json.dumps({**row, "coverage": coverage}, indent=2))
+        print(json.dumps({**row, "coverage": coverage, "queued_fits": queued}, indent=2))
         return
     out.print(f"stored observation {row['id']}: {row['indicator']} on {row['date']}, "
-              f"value {row['value']:g}, grade {row['grade']} (weight {row['weight']:.3g})",
-              markup=False)
+              f"value {row['value']:g}, grade {row['grade']} (weight {row['weight']:.3g})"
+              + _queued_words(queued), markup=False)
     for set_id, item in coverage.items():
         if not item["counted"]:
             err.print(f"note: not yet evidence for {set_id}: {row['indicator']} is covered "
@@ -373,11 +375,13 @@ def import_(
                 _fail(f"--reviewed-through: {exc.message.removeprefix('through: ')}; "
                       "nothing was imported")
             raise
-        queued = {}
+        touched = {o.indicator for o in observations} if imported else set()
         if stored_review is not None:
-            queued = queue_refits(store, sets_touching(store, stored_review["indicators"]),
-                                  requested_by=f"review {stored_review['id']}")
-    out.print(f"imported {_plural(imported, 'observation')} from {file}")
+            touched |= set(stored_review["indicators"])
+        queued = queue_refits(store, sets_touching(store, touched),
+                              requested_by=f"import {file.name}")
+    out.print(f"imported {_plural(imported, 'observation')} from {file}"
+              + ("" if stored_review is not None else _queued_words(queued)))
     if stored_review is not None:
         out.print(f"stored review {stored_review['id']}: "
                   f"{', '.join(stored_review['indicators'])} reviewed through "

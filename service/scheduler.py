@@ -100,14 +100,17 @@ class RefitScheduler:
         unnecessary; so does a running one, unless ``after_running``: the evidence changed
         after that fit read it.
         """
+        # checked first: a queued fit will read the newest evidence, so a burst of changes
+        # (while a fit runs, too) is one more fit, and costs no evidence query
+        if store.pending_fit(set_id, statuses=("queued",)) is not None:
+            return None
+        if not after_running and store.pending_fit(set_id, statuses=("running",)) is not None:
+            return None
         scenario_set = store.get_set(set_id)
         evidence = store.evidence(scenario_set)
         last = store.latest_finished(set_id)
         if (last is not None and last.evidence_hash == evidence.hash()
                 and last.set_hash == scenario_set.content_hash):
-            return None
-        pending = store.pending_fit(set_id)
-        if pending is not None and (pending.status == "queued" or not after_running):
             return None
         return store.create_fit(set_id, requested_by=requested_by)
 

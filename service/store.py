@@ -642,12 +642,13 @@ class Store:
                                      FitRow.status.in_(("published", "rejected")))
                 .order_by(FitRow.finished_at.desc(), FitRow.id.desc()).limit(1))
 
-    def pending_fit(self, set_id: str, kind: str = "live") -> FitRow | None:
-        """A queued or running fit of a set, if any."""
+    def pending_fit(self, set_id: str, kind: str = "live",
+                    statuses: tuple[str, ...] = ("queued", "running")) -> FitRow | None:
+        """The oldest queued or running fit of a set (or of ``statuses``), if any."""
         with self.Session() as session:
             return session.scalar(
                 select(FitRow).where(FitRow.set_id == set_id, FitRow.kind == kind,
-                                     FitRow.status.in_(("queued", "running")))
+                                     FitRow.status.in_(statuses))
                 .order_by(FitRow.created_at).limit(1))
 
     def history(self, set_id: str, limit: int = 500) -> list[FitRow]:

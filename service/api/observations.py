@@ -21,7 +21,8 @@ from service.api.deps import (
 from service.api.errors import ERROR_RESPONSES
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
-from service.reviews import observation_coverage
+from service.reviews import observation_coverage, sets_touching
+from service.scheduler import queue_refits
 
 router = APIRouter(prefix="/observations", tags=["observations"],
                    responses={401: ERROR_RESPONSES[401]})
@@ -67,14 +68,17 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
     (header ``Idempotent-Replayed: true``) and stores nothing. The row's ``analyst`` is the
     key's name (or prefix). ``coverage`` says, per set using the indicator, through which date
     its evidence is complete and whether this observation is inside it (``counted``); one
-    dated later waits for a review (``POST /v1/reviews``).
+    dated later waits for a review (``POST /v1/reviews``). A refit is queued for each set
+    whose evidence it changed (one pending fit per set: a burst of observations is one refit).
     """
     row, created = store.add_observation(body, analyst=who(key),
                                          idempotency_key=idempotency_key)
-    if not created:
+    coverage = observation_coverage(store, row["indicator"], date.fromisoformat(row["date"]))
+    if created:
+        queue_refits(store, list(coverage), requested_by=f"observation {row['id']}")
+    else:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    coverage = observation_coverage(store, row["indicator"], date.fromisoformat(row["date"]))
     return {**row, "coverage": coverage}
 
 
@@ -108,5 +112,11 @@ def list_observations(
 def retract_observation(observation_id: ObservationId, key: AnalystKey,
                         body: RetractionBody,
                         store: StoreDep) -> dict[str, Any]:
-    """Retract an observation (it stays stored, flagged, and leaves the evidence)."""
-    return store.retract(observation_id, body.reason, by=who(key))
+    """Retract an observation (it stays stored, flagged, and leaves the evidence).
+
+    A refit is queued for each set whose evidence it changed.
+    """
+    row = store.retract(observation_id, body.reason, by=who(key))
+    queue_refits(store, sets_touching(store, [row["indicator"]]),
+                 requested_by=f"retraction {row['id']}")
+    return row

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 from starlette.exceptions import StarletteDeprecationWarning
 
 import indicators
 from forecast import exact_posterior
 from service.api import create_app
+from service.db import FitRow
 from service.errors import BadRequest, Conflict, NotFound
 from service.reviews import add_review, list_reviews, retract_review
 from service.settings import Settings
@@ -299,3 +301,34 @@ def test_cli_observe_says_when_an_observation_waits_for_a_review(cli):  # noqa: 
     assert "stored observation 1" in waiting.stdout
     assert (f"note: not yet evidence for {WORLD}: joint_exercise is covered through "
             "2025-06-30; it counts once a review covers 2025-10-02") in waiting.stderr
+
+
+def test_observations_queue_one_refit_per_set_even_while_a_fit_runs(api):
+    """Logging an observation queues a refit of the sets it touches; a burst of them, and one
+    arriving while a fit runs, is one more fit per set, not one per observation."""
+    store = api.services.store
+    body = {"indicator": "joint_patrol", "grade": "B2", "source": "MoD Japan"}
+
+    def queued(set_id):
+        with store.Session() as session:
+            return session.scalars(select(FitRow).where(
+                FitRow.set_id == set_id, FitRow.status == "queued")).all()
+
+    first = api.post("/v1/observations", json={**body, "date": "2025-07-01"},
+                     headers=api.analyst)
+    assert first.status_code == 201
+    assert [len(queued(s)) for s in (WORLD, CONVERGENCE)] == [1, 1]
+    running = queued(WORLD)[0].id
+    store.update_fit(running, status="running")  # a fit has read the evidence and runs
+    for day in ("2025-07-02", "2025-07-03", "2025-07-04"):
+        assert api.post("/v1/observations", json={**body, "date": day},
+                        headers=api.analyst).status_code == 201
+    assert len(queued(WORLD)) == 1 and queued(WORLD)[0].id != running
+    assert len(queued(CONVERGENCE)) == 1
+    for set_id in (WORLD, CONVERGENCE):  # those fits ended: a retraction queues afresh
+        for row in queued(set_id):
+            store.update_fit(row.id, status="failed")
+    retracted = api.post(f"/v1/observations/{first.json()['id']}/retract",
+                         json={"reason": "duplicate"}, headers=api.analyst)
+    assert retracted.status_code == 200
+    assert len(queued(WORLD)) == 1 and len(queued(CONVERGENCE)) == 1
