@@ -300,22 +300,6 @@ class ModelCache:
 DEFAULT_CACHE = ModelCache()
 
 
-def _join_chains(runs: list[Any]) -> Any:
-    """One DataTree of several sampler runs' posterior and sample stats, chains renumbered."""
-    if len(runs) == 1:
-        return runs[0]
-    groups = {}
-    for group in ("posterior", "sample_stats"):
-        parts = [run[group].to_dataset() for run in runs]
-        common = set.intersection(*(set(part.data_vars) for part in parts))
-        parts = [part[[name for name in parts[0].data_vars if name in common]]
-                 for part in parts]  # what a fit added to its first run is recomputed
-        joined = xr.concat(parts, dim="chain", coords="minimal", compat="override",
-                           join="override")
-        groups[group] = joined.assign_coords(chain=np.arange(joined.sizes["chain"]))
-    return xr.DataTree.from_dict(groups)
-
-
 def _posterior_mode(nutpie_model: Any, seed: int, starts: int = 6) -> np.ndarray:
     """The highest mode of the sampler's log density, by L-BFGS from several starting points.
 
@@ -585,17 +569,15 @@ class _Exact(NamedTuple):
         return segment_filter(np.ascontiguousarray(transitions),
                               np.ascontiguousarray(emissions), self.model.prior, self.segments)
 
-    def adjusted(self, alpha: np.ndarray, within: np.ndarray,
-                 scale: np.ndarray | None = None) -> np.ndarray:
+    def adjusted(self, alpha: np.ndarray, within: np.ndarray) -> np.ndarray:
         """(draws, K) per draw: ``q · c + (α − c_k)``, whose posterior mean is the nowcast.
 
         The part of each draw's nowcast carried by paths of at most S segments, ``c_k``, is
         replaced by that part's exact average ``q_k`` scaled by the draw's share ``c``: a
         control variate with known mean, so only the paths beyond S are left to Monte Carlo.
-        ``scale`` replaces ``c`` (draws importance-weighted by 1/scale).
         """
         inside = within.sum(axis=2)
-        share = inside.sum(axis=1) if scale is None else scale
+        share = inside.sum(axis=1)
         return self.nowcast[None, :] * share[:, None] + np.clip(alpha - inside, 0.0, None)
 
 
@@ -930,10 +912,10 @@ def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int
     return xr.Dataset(variables, coords=coords)
 
 
-def _nowcast_gate(diagnostics: Diagnostics, mcse: np.ndarray, gate: GateSettings,
-                  extra: tuple[str, ...] = ()) -> Diagnostics:
+def _nowcast_gate(diagnostics: Diagnostics, mcse: np.ndarray,
+                  gate: GateSettings) -> Diagnostics:
     """``diagnostics`` with the nowcast's MCSE replaced (the hybrid estimate's)."""
-    failures = [f for f in diagnostics.failures if not f.startswith("MCSE")] + list(extra)
+    failures = [f for f in diagnostics.failures if not f.startswith("MCSE")]
     if float(mcse.max()) > gate.max_mcse:
         failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
     return replace(diagnostics, max_mcse=float(mcse.max()), passed=not failures,

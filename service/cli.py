@@ -38,6 +38,7 @@ from indicators import (
 from priors import ScenarioSetError
 from service import migrate
 from service.context import Services
+from service.db import aware
 from service.errors import ServiceError
 from service.outlook import (
     find_or_queue_replay,
@@ -50,7 +51,7 @@ from service.posterior import posterior_payload, set_detail
 from service.reviews import add_review, list_reviews, observation_coverage, sets_touching
 from service.scheduler import queue_refits
 from service.settings import Settings, _redact
-from service.store import ROLES, Store, _aware
+from service.store import ROLES, Store
 
 app = typer.Typer(
     name="signpost",
@@ -206,7 +207,7 @@ def _latest(store: Store, set_id: str) -> dict[str, Any] | None:
     row = store.latest_published(set_id)
     if row is None:
         return None
-    return {"fit_id": row.id, "fitted_at": _aware(row.finished_at).isoformat(),
+    return {"fit_id": row.id, "fitted_at": aware(row.finished_at).isoformat(),
             "evidence_through": row.as_of.isoformat() if row.as_of else None}
 
 

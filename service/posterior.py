@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from priors import ScenarioSet
-from service.db import FitRow
-from service.store import Store, _aware
+from service.db import FitRow, aware
+from service.store import Store
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def fit_header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
     return {
         "set_id": scenario_set.id,
         "fit_id": row.id,
-        "fitted_at": _aware(row.finished_at).isoformat() if row.finished_at else None,
+        "fitted_at": aware(row.finished_at).isoformat() if row.finished_at else None,
         "evidence_through": row.as_of.isoformat() if row.as_of else None,
     }
 
@@ -111,7 +111,7 @@ def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
     probability, mcse), diagnostics (with passed), stale, and what the evidence covered
     (`coverage_fields`).
     """
-    age = (now - _aware(row.finished_at)).total_seconds()
+    age = (now - aware(row.finished_at)).total_seconds()
     return {
         **fit_header(scenario_set, row),
         "scenarios": scenario_rows(scenario_set, row),
@@ -128,7 +128,7 @@ def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, 
         by_id = {s["id"]: s["probability"] for s in (row.summary or {}).get("scenarios", [])}
         items.append({
             "fit_id": row.id,
-            "fitted_at": _aware(row.finished_at).isoformat(),
+            "fitted_at": aware(row.finished_at).isoformat(),
             "evidence_through": row.as_of.isoformat() if row.as_of else None,
             "probabilities": {s.id: by_id.get(s.id) for s in scenario_set.scenarios},
         })
@@ -198,5 +198,5 @@ class PosteriorCache:
             row = store.get_fit_row(fit_id)
             payload = posterior_payload(store.get_set(set_id), row, now, stale_after)
             with self._lock:
-                self._entries[set_id] = (fit_id, _aware(row.finished_at), payload)
+                self._entries[set_id] = (fit_id, aware(row.finished_at), payload)
         return self.peek(set_id, now, stale_after)

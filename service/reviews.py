@@ -62,9 +62,6 @@ class ReviewIn(BaseModel):
     note: str = Field("", max_length=2000, description="what was read, by whom, any caveat")
 
 
-_aware = aware
-
-
 def review_dict(row: ReviewRow, indicators: Sequence[str]) -> dict[str, Any]:
     """The API's view of a stored review."""
     return {
@@ -74,8 +71,8 @@ def review_dict(row: ReviewRow, indicators: Sequence[str]) -> dict[str, Any]:
         "through": row.through.isoformat(),
         "note": row.note,
         "analyst": row.analyst,
-        "created_at": _aware(row.created_at).isoformat(),
-        "retracted_at": _aware(row.retracted_at).isoformat() if row.retracted_at else None,
+        "created_at": aware(row.created_at).isoformat(),
+        "retracted_at": aware(row.retracted_at).isoformat() if row.retracted_at else None,
         "retraction_reason": row.retraction_reason,
     }
 

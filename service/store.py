@@ -61,9 +61,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_aware = aware  # the name the service's modules import
-
-
 def month_index(d: date) -> int:
     """``year·12 + month − 1``: months since year 0."""
     return d.year * 12 + d.month - 1
@@ -82,8 +79,8 @@ def observation_dict(row: ObservationRow) -> dict[str, Any]:
         "url": row.url,
         "note": row.note,
         "analyst": row.analyst,
-        "created_at": _aware(row.created_at).isoformat(),
-        "retracted_at": _aware(row.retracted_at).isoformat() if row.retracted_at else None,
+        "created_at": aware(row.created_at).isoformat(),
+        "retracted_at": aware(row.retracted_at).isoformat() if row.retracted_at else None,
         "retraction_reason": row.retraction_reason,
     }
 
@@ -91,7 +88,7 @@ def observation_dict(row: ObservationRow) -> dict[str, Any]:
 def fit_dict(row: FitRow) -> dict[str, Any]:
     """The API's view of a fit attempt."""
     def iso(value):
-        return _aware(value).isoformat() if value else None
+        return aware(value).isoformat() if value else None
 
     return {
         "fit_id": row.id,
