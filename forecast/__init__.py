@@ -7,7 +7,7 @@ from forecast.exact import (
     exact_dynamic_posterior,
     exact_posterior,
 )
-from forecast.exceptions import FitFailed, FitRejected, ForecastError
+from forecast.exceptions import FitFailed, ForecastError
 from forecast.fit import (
     DEFAULT_CACHE,
     Diagnostics,
@@ -40,7 +40,6 @@ __all__ = [
     "ExactPosterior",
     "Fit",
     "FitFailed",
-    "FitRejected",
     "FitSettings",
     "ForecastError",
     "GateSettings",

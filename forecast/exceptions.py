@@ -4,8 +4,10 @@ Hierarchy::
 
     RuntimeError
      └── ForecastError
-          ├── FitFailed       the sampler itself failed (no result to judge)
-          └── FitRejected     a fit ran but did not pass the diagnostics gate
+          └── FitFailed       the sampler itself failed (no result to judge)
+
+A fit that ran but did not pass the diagnostics gate is a result, not an error: `Fit.passed`
+says so and `Fit.diagnostics.failures` says why.
 """
 
 from __future__ import annotations
@@ -17,7 +19,3 @@ class ForecastError(RuntimeError):
 
 class FitFailed(ForecastError):
     """The sampler failed before producing a result."""
-
-
-class FitRejected(ForecastError):
-    """A fit did not pass the diagnostics gate; its reasons are in the message."""
