@@ -21,7 +21,6 @@ that review, and a simulated world is reviewed through its last day for every in
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -34,13 +33,12 @@ import numpy as np
 from bench.calibration import simulate
 from bench.common import SAMPLE, hardware
 from forecast import ModelCache, fit, set_evidence
-from indicators import Evidence, load_catalog, make_grid, read_observations_csv
+from indicators import Evidence, Review, load_catalog, make_grid, read_observations_csv
 from priors import load_bundled_sets
 from service.settings import Settings
 
 AS_OF = date(2025, 12, 31)
 SAMPLE_REVIEWED_THROUGH = date(2025, 12, 31)
-GRADES = ("A1", "A2", "B2", "C2", "C3")
 
 
 def quarter_ends(first: date, last: date) -> list[date]:
@@ -57,14 +55,11 @@ def quarter_ends(first: date, last: date) -> list[date]:
         year, quarter = (year + 1, 0) if quarter == 3 else (year, quarter + 1)
 
 
-def evidence_of(scenario_set, observations, as_of: date, reviewed: date | None):
-    """The set's evidence, with a review of the record's indicators where the code has reviews."""
-    if "reviews" in inspect.signature(set_evidence).parameters:
-        from indicators import Review
-        ids = sorted({o.indicator for o in observations} & set(scenario_set.indicator_ids))
-        reviews = [Review(through=reviewed, indicators=tuple(ids))] if reviewed else []
-        return set_evidence(scenario_set, observations, as_of=as_of, reviews=reviews)
-    return set_evidence(scenario_set, observations, as_of=as_of)
+def evidence_of(scenario_set, observations, as_of: date, reviewed: date):
+    """The set's evidence, with one review of the record's indicators through ``reviewed``."""
+    ids = sorted({o.indicator for o in observations} & set(scenario_set.indicator_ids))
+    reviews = [Review(through=reviewed, indicators=tuple(ids))]
+    return set_evidence(scenario_set, observations, as_of=as_of, reviews=reviews)
 
 
 def perturbed(observations, kind: str, rng, start: date) -> list:

@@ -18,17 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import and_, func, select, true
 from sqlalchemy.exc import IntegrityError
 
-from indicators import Coverage, CoverageRule, InvalidObservation, resolve_coverage
+from indicators import Coverage, CoverageRule, InvalidObservation
 from indicators._text import did_you_mean
 from service.db import (
-    ObservationMonthRow,
-    ObservationRow,
     ReviewIndicatorRow,
     ReviewRow,
     aware,
     mark_retracted,
 )
 from service.errors import BadRequest, Conflict
+from service.repositories import evidence
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
@@ -77,18 +76,13 @@ def review_dict(row: ReviewRow, indicators: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _parse_through(value: Any, today: dt.date) -> dt.date:
-    if isinstance(value, dt.datetime):
-        value = value.date()
-    if isinstance(value, dt.date):
-        through = value
-    else:
-        text = str(value).strip() if value is not None else ""
-        try:
-            through = dt.date.fromisoformat(text)
-        except ValueError:
-            raise BadRequest(f"through: '{value}' is not a date; use YYYY-MM-DD",
-                             field="through") from None
+def _parse_through(value: str, today: dt.date) -> dt.date:
+    # ReviewIn.through is a str: pydantic refuses a date object before this runs
+    try:
+        through = dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise BadRequest(f"through: '{value}' is not a date; use YYYY-MM-DD",
+                         field="through") from None
     if through > today:
         raise BadRequest(f"through: {through} is in the future (today is {today}); a review "
                          "covers what was already read", field="through")
@@ -299,46 +293,7 @@ def sets_touching(store: Store, indicators: Iterable[str]) -> list[str]:
     return [s.id for s in store.list_sets() if wanted & set(s.indicator_ids)]
 
 
-def _latest_dates(session, ids: Sequence[str]) -> dict[str, tuple[dt.date, int]]:
-    """Per indicator, the latest live review date covering it and that review's id."""
-    best: dict[str, tuple[dt.date, int]] = {}
-    rows = session.execute(
-        select(ReviewIndicatorRow.indicator, ReviewRow.through, ReviewRow.id)
-        .join(ReviewRow, ReviewRow.id == ReviewIndicatorRow.review_id)
-        .where(ReviewIndicatorRow.indicator.in_(list(ids)), ReviewRow.retracted_at.is_(None)))
-    for indicator, through, review_id in rows:
-        if indicator not in best or (through, review_id) > best[indicator]:
-            best[indicator] = (through, review_id)
-    return best
-
-
-def _newest_entry(session, ids: Sequence[str], through: dt.date) -> dt.date | None:
-    """The date of the newest live observation of any of ``ids`` on or before ``through``.
-
-    From the monthly statistics (each cell keeps its latest live date); raw rows only for
-    the month holding ``through`` when a cell of it holds a later one.
-    """
-    m = ObservationMonthRow
-    month = through.year * 12 + through.month - 1
-    before = session.scalar(select(func.max(m.max_date)).where(
-        m.indicator.in_(list(ids)), m.month_index < month))
-    current = session.scalar(select(func.max(m.max_date)).where(
-        m.indicator.in_(list(ids)), m.month_index == month))
-    if current is not None and current > through:
-        o = ObservationRow
-        current = session.scalar(select(func.max(o.date)).where(
-            o.indicator.in_(list(ids)), o.month_index == month, o.retracted_at.is_(None),
-            o.date <= through))
-    dates = [d for d in (before, current) if d is not None]
-    return max(dates) if dates else None
-
-
 def coverage(store: Store, scenario_set: ScenarioSet, through: dt.date,
              rule: CoverageRule | None = None) -> Coverage:
     """Each of the set's indicators' coverage on ``through`` (`indicators.coverage`)."""
-    rule = rule or store.coverage_rule
-    ids = scenario_set.indicator_ids
-    with store.Session() as session:
-        latest = _latest_dates(session, ids) if rule != "as_of" else {}
-        newest = _newest_entry(session, ids, through) if rule == "reviews" else None
-    return resolve_coverage(ids, through, latest, newest, rule)
+    return evidence.coverage_on(store, scenario_set=scenario_set, through=through, rule=rule)
