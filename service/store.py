@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 
-from forecast import evidence_through
 from indicators import (
     DEFAULT_GRADES,
     Catalog,
@@ -30,10 +29,7 @@ from indicators import (
     GradeTable,
     InvalidObservation,
     Observation,
-    evidence_from_aggregates,
     load_catalog,
-    make_grid,
-    period_floor,
     validate_observation,
 )
 from priors import ScenarioSet, ScenarioSetError, bundled_set_paths, parse_scenario_set
@@ -42,7 +38,6 @@ from service.db import (
     ApiKeyRow,
     FitRow,
     LeaseRow,
-    ObservationMonthRow,
     ObservationRow,
     ScenarioSetRow,
     aware,
@@ -51,6 +46,8 @@ from service.db import (
     mark_retracted,
 )
 from service.errors import BadRequest, Conflict, NotFound
+from service.repositories import evidence, observations
+from service.repositories.observations import month_index
 
 ROLES = ("reader", "analyst", "admin")
 FIT_STATUSES = ("queued", "running", "published", "rejected", "failed")
@@ -59,11 +56,6 @@ FIT_STATUSES = ("queued", "running", "published", "rejected", "failed")
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def month_index(d: date) -> int:
-    """``year·12 + month − 1``: months since year 0."""
-    return d.year * 12 + d.month - 1
 
 
 def observation_dict(row: ObservationRow) -> dict[str, Any]:
@@ -394,65 +386,10 @@ class Store:
         return len(rows), stored
 
     def _add_to_months(self, session, rows: list[ObservationRow]) -> None:
-        """Add rows to the monthly sufficient statistics (atomic upserts, same transaction)."""
-        cells: dict[tuple[str, int], list[Any]] = {}
-        for r in rows:
-            cell = cells.setdefault((r.indicator, r.month_index),
-                                    [0, 0.0, 0.0, 0.0, 0.0, r.date])
-            w, v = r.weight, r.value
-            cell[0] += 1
-            cell[1] += w
-            cell[2] += w * v
-            cell[3] += w * v * v
-            cell[4] = max(cell[4], w)
-            cell[5] = max(cell[5], r.date)
-        if not cells:
-            return
-        table = ObservationMonthRow.__table__
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-            larger = func.greatest
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-            # SQLite's two-argument max() is the scalar maximum (of ISO date strings too)
-            larger = func.max
-        values = [{"indicator": i, "month_index": m, "n_obs": c[0], "sum_w": c[1],
-                   "sum_wv": c[2], "sum_wvv": c[3], "max_w": c[4], "max_date": c[5]}
-                  for (i, m), c in sorted(cells.items())]  # sorted: one lock order
-        statement = insert(table)
-        excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.indicator, table.c.month_index],
-            set_={"n_obs": table.c.n_obs + excluded.n_obs,
-                  "sum_w": table.c.sum_w + excluded.sum_w,
-                  "sum_wv": table.c.sum_wv + excluded.sum_wv,
-                  "sum_wvv": table.c.sum_wvv + excluded.sum_wvv,
-                  "max_w": larger(table.c.max_w, excluded.max_w),
-                  "max_date": larger(table.c.max_date, excluded.max_date)})
-        for chunk in range(0, len(values), 500):
-            session.execute(statement, values[chunk:chunk + 500])
+        observations.add_to_months(session, rows=rows)
 
     def _recount_month(self, session, indicator: str, month: int) -> None:
-        """Recompute one month's statistics from the live rows (after a retraction)."""
-        # lock the cell first (PostgreSQL), so a concurrent insert's delta lands after us
-        session.execute(select(ObservationMonthRow).where(
-            ObservationMonthRow.indicator == indicator,
-            ObservationMonthRow.month_index == month).with_for_update())
-        w, v = ObservationRow.weight, ObservationRow.value
-        stats = session.execute(
-            select(func.count(ObservationRow.id), func.sum(w), func.sum(w * v),
-                   func.sum(w * v * v), func.max(w), func.max(ObservationRow.date))
-            .where(ObservationRow.indicator == indicator, ObservationRow.month_index == month,
-                   ObservationRow.retracted_at.is_(None))).one()
-        session.execute(delete(ObservationMonthRow).where(
-            ObservationMonthRow.indicator == indicator,
-            ObservationMonthRow.month_index == month))
-        if stats[0]:
-            session.add(ObservationMonthRow(indicator=indicator, month_index=month,
-                                            n_obs=stats[0], sum_w=stats[1], sum_wv=stats[2],
-                                            sum_wvv=stats[3], max_w=stats[4],
-                                            max_date=stats[5]))
+        observations.recount_month(session, indicator=indicator, month=month)
 
     def count_observations(self, include_retracted: bool = True) -> int:
         """How many observations are stored."""
@@ -507,83 +444,13 @@ class Store:
 
     def coverage(self, scenario_set: ScenarioSet, as_of: date | None = None) -> Coverage:
         """Each of the set's indicators' coverage through ``as_of`` (default today)."""
-        from service.reviews import coverage
-
-        as_of = as_of or self.today()
-        return coverage(self, scenario_set, evidence_through(scenario_set, as_of))
+        return evidence.coverage(self, scenario_set=scenario_set, as_of=as_of)
 
     def evidence(self, scenario_set: ScenarioSet, as_of: date | None = None,
                  coverage: Coverage | None = None) -> Evidence:
-        """The set's evidence through ``as_of`` (default today), by SQL aggregation.
-
-        Each indicator counts up to its coverage date (`coverage`, computed unless given):
-        later periods carry nothing for it, and its observations after that date wait for a
-        review. Months come from ``observation_months`` (kept by every insert and
-        retraction), including the month holding the cut date when none of its live rows is
-        later than that day; only an indicator whose cell of that month holds later rows is
-        aggregated from its raw rows, cut at that day. The work depends on periods ×
-        indicators, not on the number of rows.
-        """
-        as_of = as_of or self.today()
-        through = evidence_through(scenario_set, as_of)
-        coverage = coverage or self.coverage(scenario_set, through)
-        grid = make_grid(scenario_set.period, scenario_set.start, through)
-        months = grid.months_per_period
-        first = month_index(period_floor(scenario_set.period, scenario_set.start)) // months
-        by_cut: dict[date, list[str]] = {}
-        for indicator, cut in coverage.dates().items():
-            if cut is not None:
-                by_cut.setdefault(min(cut, through), []).append(indicator)
-        rows: list[dict[str, Any]] = []
-        with self.Session() as session:
-            for cut, ids in sorted(by_cut.items()):
-                rows += self._aggregates(session, ids, cut, months, first)
-        for row in rows:
-            row["period"] = int(row["period"])
-        return evidence_from_aggregates(grid, scenario_set.catalog_indicators, rows,
-                                        as_of=through, coverage=coverage.dates())
-
-    @staticmethod
-    def _aggregates(session, ids: list[str], cut: date, months: int,
-                    first: int) -> list[dict[str, Any]]:
-        """Per (indicator, period) sums of the live observations of ``ids`` up to ``cut``."""
-        last_month = month_index(cut)
-        last_period = last_month // months - first
-        m = ObservationMonthRow
-        period = (m.month_index // months) - first
-        # Months before the one holding `cut`: the kept monthly statistics.
-        complete = (
-            select(m.indicator, period.label("period"), func.sum(m.n_obs).label("n_obs"),
-                   func.sum(m.sum_w).label("sum_w"), func.sum(m.sum_wv).label("sum_wv"),
-                   func.sum(m.sum_wvv).label("sum_wvv"), func.max(m.max_w).label("max_w"))
-            .where(m.indicator.in_(ids), m.month_index < last_month)
-            .group_by(m.indicator, period)
-        )
-        # The month holding `cut`: one kept cell per indicator at most.
-        current = (
-            select(m.indicator, m.n_obs, m.sum_w, m.sum_wv, m.sum_wvv, m.max_w, m.max_date)
-            .where(m.indicator.in_(ids), m.month_index == last_month)
-        )
-        rows = [dict(r._mapping) for r in session.execute(complete)]
-        late = []
-        for r in session.execute(current):
-            cell = dict(r._mapping)
-            if cell.pop("max_date") > cut:
-                late.append(cell["indicator"])
-            else:
-                rows.append(cell | {"period": last_period})
-        if late:
-            # cells holding rows after `cut`: their raw rows, cut at that day
-            o = ObservationRow
-            w, v = o.weight, o.value
-            rows += [dict(r._mapping) | {"period": last_period} for r in session.execute(
-                select(o.indicator, func.count(o.id).label("n_obs"),
-                       func.sum(w).label("sum_w"), func.sum(w * v).label("sum_wv"),
-                       func.sum(w * v * v).label("sum_wvv"), func.max(w).label("max_w"))
-                .where(o.indicator.in_(late), o.retracted_at.is_(None),
-                       o.month_index == last_month, o.date <= cut)
-                .group_by(o.indicator))]
-        return rows
+        """The set's evidence through ``as_of`` (default today), by SQL aggregation."""
+        return evidence.evidence(self, scenario_set=scenario_set, as_of=as_of,
+                                 coverage=coverage)
 
     # -- fits ---------------------------------------------------------------------------
 
