@@ -14,6 +14,7 @@ from priors import (
     load_scenario_set,
     parse_scenario_set,
 )
+from priors.schema import PRIOR_SUM_TOLERANCE
 
 VALID = textwrap.dedent("""\
     id: demo
@@ -109,8 +110,19 @@ def test_priors_must_sum_to_one():
     assert "priors sum to 1.1, not 1" in p.message
 
 
-def test_priors_within_tolerance_are_accepted():
-    parse_scenario_set(VALID.replace("prior: 0.4", "prior: 0.4000000005"))
+@pytest.mark.parametrize("bloc", ["0.4000000005", "0.3999991"])
+def test_priors_within_tolerance_are_accepted_as_written(bloc):
+    s = parse_scenario_set(VALID.replace("prior: 0.4", f"prior: {bloc}"))
+    assert [sc.prior for sc in s.scenarios] == [0.6, float(bloc)]  # not rescaled
+    assert abs(s.prior.sum() - 1.0) <= PRIOR_SUM_TOLERANCE
+
+
+@pytest.mark.parametrize("bloc", ["0.400002", "0.399998"])
+def test_priors_just_past_the_tolerance_are_refused(bloc):
+    text = VALID.replace("prior: 0.4", f"prior: {bloc}")
+    [p] = problems_of(text)
+    assert p.field == "scenarios"
+    assert f"priors sum to {0.6 + float(bloc):.6g}, not 1 (±1e-06)" in p.message
 
 
 @pytest.mark.parametrize("bad", ["sd: 0.0", "sd: -0.4"])
