@@ -6,19 +6,19 @@ indicators by id and may define a few more inline for itself (`Catalog.with_extr
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from indicators._text import did_you_mean, quoted_list
 from indicators.exceptions import CatalogError, UnknownIndicator
+from indicators.kinds import KINDS, get_kind
 
 __all__ = [
     "DEFAULT_CATALOG_PATH",
@@ -29,8 +29,8 @@ __all__ = [
     "load_catalog",
 ]
 
-IndicatorKind = Literal["count", "milestone", "signal"]
-KINDS: tuple[str, ...] = get_args(IndicatorKind)
+#: an indicator kind's name: one of `KINDS` (the registry of `indicators.kinds`)
+IndicatorKind = str
 
 DEFAULT_CATALOG_PATH = Path(__file__).parent / "data" / "catalog.yaml"
 
@@ -46,9 +46,10 @@ class Indicator:
     ----------
     id : str
         Lower-case snake_case identifier (``"joint_exercise"``).
-    kind : {"count", "milestone", "signal"}
+    kind : {"count", "milestone", "signal", "level"}
         ``count``: events per period; ``milestone``: a one-time step, evidence until its first
-        occurrence; ``signal``: a measured number per period.
+        occurrence; ``signal``: a measured number per period; ``level``: an ordinal state
+        observed in a period. What differs by kind lives in `indicators.kinds`.
     name : str
         Human-readable name.
     unit : str, optional
@@ -59,11 +60,13 @@ class Indicator:
         How an analyst codes an observation of it (what counts, how to date it).
     noise_sd : float, optional
         Known measurement noise sd of a signal; required (> 0) for signals, absent otherwise.
+    levels : tuple of str, optional
+        A level indicator's levels, in order (at least two); absent otherwise.
 
     Raises
     ------
     CatalogError
-        If the id, kind, name or noise_sd is invalid.
+        If the id, kind, name, noise_sd or levels is invalid.
 
     """
 
@@ -74,6 +77,7 @@ class Indicator:
     description: str = ""
     coding: str = ""
     noise_sd: float | None = None
+    levels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _ID_PATTERN.match(self.id):
@@ -90,32 +94,21 @@ class Indicator:
             )
         if not isinstance(self.name, str) or not self.name.strip():
             raise CatalogError(f"indicator '{self.id}': name: is required", field="name")
-        if self.kind == "signal":
-            noise = self.noise_sd
-            if (
-                noise is None
-                or isinstance(noise, bool)
-                or not isinstance(noise, int | float)
-                or not math.isfinite(noise)
-                or noise <= 0
-            ):
-                raise CatalogError(
-                    f"indicator '{self.id}': noise_sd: a signal needs a known noise sd > 0 "
-                    f"(its measurement error, in {self.unit or 'the unit of its values'}); "
-                    f"got {noise!r}",
-                    field="noise_sd",
-                )
-            object.__setattr__(self, "noise_sd", float(noise))
-        elif self.noise_sd is not None:
-            raise CatalogError(
-                f"indicator '{self.id}': noise_sd: only a signal has a noise sd; "
-                f"remove it from this {self.kind}",
-                field="noise_sd",
-            )
+        if self.levels is None:
+            object.__setattr__(self, "levels", ())
+        for name, value in get_kind(self.kind).check_indicator(self).items():
+            object.__setattr__(self, name, value)
+        if not isinstance(self.levels, tuple):
+            object.__setattr__(self, "levels", tuple(self.levels))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the definition as a plain dict (the catalog.yaml entry)."""
-        return asdict(self)
+        out = asdict(self)
+        if self.levels:
+            out["levels"] = list(self.levels)
+        else:
+            del out["levels"]
+        return out
 
 
 class Catalog(Mapping[str, Indicator]):
@@ -252,6 +245,7 @@ class _Entry(BaseModel):
     description: str = ""
     coding: str = ""
     noise_sd: float | None = None
+    levels: list[str] | None = None
 
 
 class _CatalogFile(BaseModel):

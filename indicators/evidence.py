@@ -53,9 +53,10 @@ import numpy as np
 import pandas as pd
 
 from indicators._text import did_you_mean, quoted_list
-from indicators.catalog import KINDS, Indicator
+from indicators.catalog import Indicator
 from indicators.exceptions import InvalidObservation, SignpostIndicatorError, UnknownIndicator
 from indicators.grades import DEFAULT_GRADES, GradeTable
+from indicators.kinds import KINDS, Sums, get_kind
 from indicators.observations import Observation
 from indicators.periods import PeriodGrid, period_exposure
 
@@ -80,6 +81,8 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "sum_wvv",
     "max_w",
 )
+#: an optional aggregate column: the stratum of the rows (a level's index; 0 otherwise)
+STRATUM = "stratum"
 _HASH_VERSION = "signpost-evidence-v2"  # v2: coverage dates
 _SIGNIFICANT_DIGITS = 12
 
@@ -98,6 +101,7 @@ class AggregateRow(NamedTuple):
     sum_wv: float  # Σ w·value
     sum_wvv: float  # Σ w·value²
     max_w: float  # max w
+    stratum: int = 0  # a level's index (see `indicators.kinds`); 0 for other kinds
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,6 +124,9 @@ class Evidence:
     coverage : tuple of (datetime.date or None) or None
         Per indicator, the date its evidence is complete through (None: nothing covered);
         None when the evidence was built without coverage (everything through ``as_of``).
+    tallies : numpy.ndarray or None
+        (T, J, L) Σ w per category of categorical kinds (a level's levels), 0 elsewhere;
+        L is the most levels any indicator has (0, the default, when none has any).
 
     Raises
     ------
@@ -137,6 +144,7 @@ class Evidence:
     sumsq: np.ndarray
     as_of: dt.date | None = None
     coverage: tuple[dt.date | None, ...] | None = None
+    tallies: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = tuple(self.indicator_ids)
@@ -166,17 +174,21 @@ class Evidence:
             array.setflags(write=False)
             arrays[name] = array
         counts, exposure, sumsq = arrays["counts"], arrays["exposure"], arrays["sumsq"]
-        kind_array = np.array(kinds, dtype=object)
-        signal = kind_array == "signal"
+        tallies = np.zeros((*shape, 0)) if self.tallies is None else np.array(
+            self.tallies, dtype=np.float64, copy=True)
+        if tallies.ndim != 3 or tallies.shape[:2] != shape or not np.isfinite(tallies).all():
+            raise SignpostIndicatorError(
+                f"Evidence: tallies must be finite, of shape {shape} × levels; got "
+                f"{tallies.shape}")
+        tallies.setflags(write=False)
+        arrays["tallies"] = tallies
         if (exposure < 0).any() or (sumsq < 0).any():
             raise SignpostIndicatorError("Evidence: exposure and sumsq must be ≥ 0")
-        if (counts[:, ~signal] < 0).any():
-            raise SignpostIndicatorError("Evidence: counts of counts and milestones must be ≥ 0")
-        if (sumsq[:, ~signal] != 0).any():
-            raise SignpostIndicatorError("Evidence: sumsq must be 0 for counts and milestones")
-        milestone = kind_array == "milestone"
-        if (counts[:, milestone] > exposure[:, milestone] + 1e-12).any():
-            raise SignpostIndicatorError("Evidence: a milestone's counts exceed its exposure")
+        for j, kind in enumerate(kinds):
+            problem = get_kind(kind).check_evidence(counts[:, j], exposure[:, j], sumsq[:, j],
+                                                    tallies[:, j])
+            if problem:
+                raise SignpostIndicatorError(f"Evidence: {problem} ('{ids[j]}')")
         as_of = self.as_of
         if isinstance(as_of, dt.datetime):
             as_of = as_of.date()
@@ -231,6 +243,7 @@ class Evidence:
             and np.array_equal(self.counts, other.counts)
             and np.array_equal(self.exposure, other.exposure)
             and np.array_equal(self.sumsq, other.sumsq)
+            and np.array_equal(self.tallies, other.tallies)
         )
 
     def __hash__(self) -> int:
@@ -251,6 +264,8 @@ class Evidence:
             "exposure": _canonical(self.exposure),
             "sumsq": _canonical(self.sumsq),
         }
+        if self.tallies.shape[2]:  # only then: evidence without levels keeps its old hash
+            payload["tallies"] = _canonical(self.tallies)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -276,6 +291,7 @@ class Evidence:
             "counts": self.counts.tolist(),
             "exposure": self.exposure.tolist(),
             "sumsq": self.sumsq.tolist(),
+            **({"tallies": self.tallies.tolist()} if self.tallies.shape[2] else {}),
         }
 
     def _coverage_list(self) -> list[str | None] | None:
@@ -300,7 +316,7 @@ class Evidence:
 
         """
         keys = ("freq", "starts", "indicator_ids", "kinds", "as_of", "counts", "exposure", "sumsq")
-        optional = ("coverage",)
+        optional = ("coverage", "tallies")
         for key in data:
             if key in optional:
                 continue
@@ -329,12 +345,21 @@ class Evidence:
                 raise SignpostIndicatorError(
                     f"Evidence.from_dict: {name}: expected {shape[0]} × {shape[1]} numbers"
                 ) from exc
+        tallies = data.get("tallies")
+        if tallies is not None:
+            try:
+                tallies = np.asarray(tallies, dtype=np.float64).reshape(*shape, -1)
+            except (TypeError, ValueError) as exc:
+                raise SignpostIndicatorError(
+                    f"Evidence.from_dict: tallies: expected {shape[0]} × {shape[1]} × levels "
+                    "numbers") from exc
         return cls(
             grid=grid,
             indicator_ids=tuple(data["indicator_ids"]),
             kinds=tuple(data["kinds"]),
             as_of=as_of,
             coverage=coverage,
+            tallies=tallies,
             **arrays,
         )
 
@@ -522,7 +547,6 @@ def aggregate_observations(
     specs = _indicator_list(indicators)
     ids = np.array([spec.id for spec in specs], dtype=object)
     is_milestone = np.array([spec.kind == "milestone" for spec in specs], dtype=bool)
-    is_count = np.array([spec.kind == "count" for spec in specs], dtype=bool)
     frame = _observation_frame(observations)
     empty = pd.DataFrame(
         {
@@ -551,11 +575,23 @@ def aggregate_observations(
     kept = frame.iloc[positions]
     value = _numeric(kept, "value", "observations")
     weight = _numeric(kept, "weight", "observations")
-    for field, mask, reason in (
+    checks = [
         ("weight", ~(np.isfinite(weight) & (weight > 0) & (weight <= 1)), "must be in (0, 1]"),
         ("value", ~np.isfinite(value), "must be a finite number"),
-        ("value", is_count[column] & (value < 0), "a count must be ≥ 0"),
-    ):
+    ]
+    stratum = np.zeros(len(value), dtype=np.int64)
+    for j, spec in enumerate(specs):
+        rows = column == j
+        if not rows.any():
+            continue
+        kind = get_kind(spec.kind)
+        bad = kind.bad_values(spec, np.where(np.isfinite(value[rows]), value[rows], 0.0))
+        if bad is not None:
+            mask = np.zeros(len(value), dtype=bool)
+            mask[rows] = bad[0]
+            checks.append(("value", mask, bad[1]))
+        stratum[rows] = kind.strata(spec, np.where(np.isfinite(value[rows]), value[rows], 0))
+    for field, mask, reason in checks:
         position = _first_bad(mask, positions)
         if position is not None:
             got = frame[field].iloc[position]
@@ -568,13 +604,14 @@ def aggregate_observations(
         {
             "column": column,
             "period": offsets,
+            STRATUM: stratum,
             "w": weight,
             "wv": weight * value,
             "wvv": weight * value * value,
         }
     )
     grouped = (
-        work.groupby(["column", "period"], sort=True)
+        work.groupby(["column", "period", STRATUM], sort=True)
         .agg(
             n_obs=("w", "size"),
             sum_w=("w", "sum"),
@@ -586,7 +623,10 @@ def aggregate_observations(
     )
     grouped["indicator"] = ids[grouped["column"].to_numpy()]
     grouped["n_obs"] = grouped["n_obs"].astype(np.int64)
-    return grouped.loc[:, list(AGGREGATE_COLUMNS)].reset_index(drop=True)
+    columns = list(AGGREGATE_COLUMNS)
+    if (grouped[STRATUM] != 0).any() or any(get_kind(s.kind).n_strata(s) > 1 for s in specs):
+        columns.append(STRATUM)
+    return grouped.loc[:, columns].reset_index(drop=True)
 
 
 def _aggregate_frame(rows: Any) -> pd.DataFrame:
@@ -600,9 +640,11 @@ def _aggregate_frame(rows: Any) -> pd.DataFrame:
         if isinstance(first, Mapping) or hasattr(first, "_mapping"):
             frame = pd.DataFrame.from_records([dict(getattr(r, "_mapping", r)) for r in records])
         else:
+            width = len(tuple(first))
+            names = [*AGGREGATE_COLUMNS, STRATUM][:width] if width in (7, 8) else AGGREGATE_COLUMNS
             try:
                 frame = pd.DataFrame.from_records(
-                    [tuple(r) for r in records], columns=list(AGGREGATE_COLUMNS)
+                    [tuple(r) for r in records], columns=list(names)
                 )
             except (TypeError, ValueError, AssertionError) as exc:
                 raise SignpostIndicatorError(
@@ -723,13 +765,12 @@ def evidence_from_aggregates(
     T, J = len(grid), len(specs)
     kinds = tuple(spec.kind for spec in specs)
     ids = tuple(spec.id for spec in specs)
-    counts = np.zeros((T, J))
-    exposure = np.zeros((T, J))
-    sumsq = np.zeros((T, J))
+    strata = max((get_kind(spec.kind).n_strata(spec) for spec in specs), default=1)
     frame = _aggregate_frame(rows)
     cuts = _cut_dates(ids, as_of, coverage)
 
     n_obs = sum_w = sum_wv = sum_wvv = max_w = np.zeros((T, J))
+    by_stratum = np.zeros((T, J, strata))
     before = np.zeros(J, dtype=bool)
     if T and J and len(frame):
         column = pd.Index(list(ids), dtype=object).get_indexer(frame["indicator"].to_numpy())
@@ -737,8 +778,14 @@ def evidence_from_aggregates(
         offsets, keep = _aggregate_offsets(grid, frame["period"], _row_cuts(cuts, column),
                                            known)
         numbers = {c: _numeric(frame, c, "aggregates") for c in AGGREGATE_COLUMNS[2:]}
+        stratum = (_numeric(frame, STRATUM, "aggregates").astype(np.int64)
+                   if STRATUM in frame.columns else np.zeros(len(frame), dtype=np.int64))
         keep &= known
         _check_aggregates(numbers, keep)
+        bad = np.flatnonzero(keep & ((stratum < 0) | (stratum >= strata)))
+        if bad.size:
+            raise InvalidObservation(STRATUM, f"must be in [0, {strata}), got "
+                                     f"{int(stratum[bad[0]])}", context=f"aggregate row {bad[0]}")
         inside = keep & (offsets >= 0) & (offsets < T)
         flat = column[inside] * T + offsets[inside]
 
@@ -751,33 +798,30 @@ def evidence_from_aggregates(
         maxima = np.zeros(T * J)
         np.maximum.at(maxima, flat, numbers["max_w"][inside])
         max_w = maxima.reshape(J, T).T
+        cells = np.bincount(flat * strata + stratum[inside], weights=numbers["sum_w"][inside],
+                            minlength=T * J * strata)
+        by_stratum = cells.reshape(J, T, strata).transpose(1, 0, 2)
         early = keep & (offsets < 0) & (numbers["n_obs"] > 0)
         before[np.unique(column[early])] = True
 
+    sums = Sums(n_obs=n_obs, sum_w=sum_w, sum_wv=sum_wv, sum_wvv=sum_wvv, max_w=max_w,
+                by_stratum=by_stratum, before=before)
+    width = max((get_kind(spec.kind).n_strata(spec) for spec in specs
+                 if get_kind(spec.kind).n_strata(spec) > 1), default=0)
+    counts, exposure, sumsq = np.zeros((T, J)), np.zeros((T, J)), np.zeros((T, J))
+    tallies = np.zeros((T, J, width))
     exposures = {}
-    for j, kind in enumerate(kinds):
+    for j, spec in enumerate(specs):
         cut = as_of if cuts is None else cuts[j]
         if cut not in exposures:
             exposures[cut] = (np.zeros(T) if cuts is not None and cut is None
                               else period_exposure(grid, cut))
-        e = exposures[cut]
-        if kind == "count":
-            counts[:, j] = sum_wv[:, j]
-            exposure[:, j] = e
-        elif kind == "signal":
-            counts[:, j] = sum_wv[:, j]
-            exposure[:, j] = sum_w[:, j]
-            sumsq[:, j] = sum_wvv[:, j]
-        elif not before[j]:  # milestone not yet reached when the window opens
-            occurred = np.flatnonzero(n_obs[:, j] > 0)
-            if occurred.size == 0:
-                exposure[:, j] = e
-                continue
-            t0 = occurred[0]
-            weight = float(max_w[:, j].max())
-            exposure[:t0, j] = e[:t0]
-            exposure[t0, j] = weight + (1.0 - weight) * e[t0]
-            counts[t0, j] = weight
+        column_stats = get_kind(spec.kind).evidence(spec, sums, j, exposures[cut])
+        counts[:, j], exposure[:, j] = column_stats.counts, column_stats.exposure
+        if column_stats.sumsq is not None:
+            sumsq[:, j] = column_stats.sumsq
+        if column_stats.tallies is not None:
+            tallies[:, j, :column_stats.tallies.shape[1]] = column_stats.tallies
     return Evidence(
         grid=grid,
         indicator_ids=ids,
@@ -787,6 +831,7 @@ def evidence_from_aggregates(
         sumsq=sumsq,
         as_of=as_of,
         coverage=None if coverage is None else tuple(cuts),
+        tallies=tallies,
     )
 
 

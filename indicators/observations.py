@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import math
-import numbers
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +20,7 @@ from indicators._text import did_you_mean, quoted_list
 from indicators.catalog import Catalog
 from indicators.exceptions import InvalidGrade, InvalidObservation, ObservationFileError
 from indicators.grades import DEFAULT_GRADES, GradeTable, parse_grade
+from indicators.kinds import get_kind
 
 __all__ = [
     "CSV_COLUMNS",
@@ -115,24 +114,6 @@ def _parse_date(raw: Any, today: dt.date) -> dt.date:
     return day
 
 
-def _parse_value(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise InvalidObservation("value", f"must be a number, not a boolean ({raw!r})")
-    if isinstance(raw, str):
-        text = raw.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            raise InvalidObservation("value", f"{text!r} is not a number") from None
-    elif isinstance(raw, numbers.Real):
-        value = float(raw)
-    else:
-        raise InvalidObservation("value", f"must be a number, got {type(raw).__name__} {raw!r}")
-    if not math.isfinite(value):
-        raise InvalidObservation("value", f"must be a finite number, got {raw!r}")
-    return value
-
-
 def validate_observation(
     data: Mapping[str, Any],
     catalog: Catalog,
@@ -195,20 +176,7 @@ def validate_observation(
 
     day = _parse_date(data.get("date"), today)
 
-    raw_value = data.get("value")
-    value = 1.0 if raw_value is None else _parse_value(raw_value)
-    if indicator.kind == "count" and (value < 0 or not value.is_integer()):
-        raise InvalidObservation(
-            "value",
-            f"a count is a whole number of events ≥ 0, got {raw_value!r} "
-            f"('{indicator.id}' counts {indicator.unit or 'events'}; log one row per event)",
-        )
-    if indicator.kind == "milestone" and value != 1.0:
-        raise InvalidObservation(
-            "value",
-            f"a milestone is logged with value 1 (it happened), got {raw_value!r}; "
-            f"to withdraw a report of '{indicator.id}', retract the observation",
-        )
+    value = get_kind(indicator.kind).parse_value(indicator, data.get("value"))
 
     raw_grade = data.get("grade")
     if raw_grade is None or (isinstance(raw_grade, str) and not raw_grade.strip()):

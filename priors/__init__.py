@@ -1,5 +1,6 @@
 """Scenario sets: the question owner's YAML files, validated with line-precise errors."""
 
+from indicators.kinds import beta_from_mean_sd, gamma_from_mean_sd
 from priors.exceptions import Problem, ScenarioSetError
 from priors.schema import (
     BUNDLED_DIR,
@@ -7,9 +8,7 @@ from priors.schema import (
     IndicatorExpectations,
     Scenario,
     ScenarioSet,
-    beta_from_mean_sd,
     bundled_set_paths,
-    gamma_from_mean_sd,
     load_bundled_sets,
     load_scenario_set,
     parse_scenario_set,

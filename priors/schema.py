@@ -2,9 +2,10 @@
 
 A scenario set is one strategic question: its mutually exclusive scenarios with prior
 probabilities, its period grid, optional regime dynamics, and what each scenario expects of
-each indicator. Expectations are written as mean and sd and turned here into the conjugate
-prior's parameters (Gamma for count rates, Beta for milestone hazards, Normal for signal
-means).
+each indicator. Expectations are written per kind (mean and sd for counts, milestones and
+signals; probabilities and a concentration for levels) and turned by the kind
+(`indicators.kinds`) into the conjugate prior's parameters (Gamma for count rates, Beta for
+milestone hazards, Normal for signal means, Dirichlet for level probabilities).
 
 Every problem is reported with the file, the line and the field (``ScenarioSetError``); all
 problems of a file are collected, not just the first.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,14 +24,15 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from indicators import Catalog, Indicator, SignpostIndicatorError, load_catalog
+from indicators.kinds import KINDS, get_kind
 from priors.exceptions import Problem, ScenarioSetError
 
 Period = Literal["month", "quarter", "year"]
 PRIOR_SUM_TOLERANCE = 1e-6
-INDICATOR_META_KEYS = ("kind", "name", "unit", "description", "coding", "noise_sd")
+INDICATOR_META_KEYS = ("kind", "name", "unit", "description", "coding", "noise_sd", "levels")
 
 # --------------------------------------------------------------------------------------
 # Validated domain objects (what the rest of Signpost uses)
@@ -92,11 +93,13 @@ class IndicatorExpectations:
     indicator : Indicator
         The catalog entry (or the set's inline definition).
     mean, sd : numpy.ndarray
-        (K,) the elicited mean and sd per scenario (rate, hazard or signal mean).
+        (K,) the elicited mean and sd per scenario (rate, hazard or signal mean); for a level
+        ``mean`` is (K, L), the probabilities, and ``sd`` the concentration.
     alpha, beta : numpy.ndarray
         (K,) conjugate parameters: Gamma(shape=alpha, rate=beta) for counts,
         Beta(alpha, beta) for milestones; for signals ``alpha`` is the prior mean and
-        ``beta`` the prior sd of the per-scenario mean.
+        ``beta`` the prior sd of the per-scenario mean; for a level ``alpha`` is the (K, L)
+        Dirichlet parameter (concentration × probabilities) and ``beta`` the concentration.
     noise_sd : float or None
         Known observation noise of a signal.
 
@@ -116,7 +119,7 @@ class IndicatorExpectations:
 
     @property
     def kind(self) -> str:
-        """The indicator kind: count, milestone or signal."""
+        """The indicator kind (a name in `indicators.kinds`)."""
         return self.indicator.kind
 
 
@@ -188,35 +191,6 @@ class _DynamicsSpec(_Strict):
                                  description="Dirichlet concentration of each transition row")
     ladder: list[str] = Field(default_factory=list,
                               description="scenarios in order of depth, for 'k or deeper'")
-
-
-class _CountExpectation(_Strict):
-    rate: float = Field(gt=0, description="expected events per period")
-    sd: float = Field(gt=0)
-
-
-class _MilestoneExpectation(_Strict):
-    hazard: float = Field(gt=0, lt=1, description="chance of first occurrence per period")
-    sd: float = Field(gt=0)
-
-
-class _SignalExpectation(_Strict):
-    mean: float
-    sd: float = Field(gt=0)
-
-    @field_validator("mean")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-
-_EXPECTATION_MODELS: dict[str, type[_Strict]] = {
-    "count": _CountExpectation,
-    "milestone": _MilestoneExpectation,
-    "signal": _SignalExpectation,
-}
 
 
 class _SetSpec(_Strict):
@@ -330,30 +304,6 @@ def _suggest(word: str, options: Sequence[str]) -> str | None:
 # --------------------------------------------------------------------------------------
 # Conversion of elicited mean/sd into conjugate parameters
 # --------------------------------------------------------------------------------------
-
-
-def gamma_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
-    """Gamma(shape, rate) with the given mean and sd: shape = (m/s)², rate = m/s²."""
-    return (mean / sd) ** 2, mean / sd**2
-
-
-def beta_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
-    """Beta(a, b) with the given mean and sd.
-
-    Raises
-    ------
-    ValueError
-        If ``sd² ≥ mean·(1 − mean)`` — no Beta distribution is that wide.
-
-    """
-    limit = mean * (1.0 - mean)
-    if sd**2 >= limit:
-        raise ValueError(
-            f"sd {sd:g} is too wide for a Beta with mean {mean:g}: "
-            f"sd must be below {math.sqrt(limit):.4g} (sqrt(mean·(1−mean)))"
-        )
-    common = limit / sd**2 - 1.0
-    return mean * common, (1.0 - mean) * common
 
 
 # --------------------------------------------------------------------------------------
@@ -490,7 +440,8 @@ def _indicator_expectations(indicator_id: str, body: Any, scenario_ids: Sequence
     if indicator is None:
         return None
     kind = indicator.kind
-    model = _EXPECTATION_MODELS[kind]
+    plugin = get_kind(kind)
+    model = plugin.expectation
 
     n_before = len(errors.problems)
     for key in per_scenario:
@@ -500,10 +451,8 @@ def _indicator_expectations(indicator_id: str, body: Any, scenario_ids: Sequence
     allowed = tuple(model.model_fields)
     for scenario_id in scenario_ids:
         if scenario_id not in per_scenario:
-            example = {"count": "{rate: 1.0, sd: 0.5}", "milestone": "{hazard: 0.02, sd: 0.02}",
-                       "signal": "{mean: 0.0, sd: 1.0}"}[kind]
             errors.add(path, f"scenario '{scenario_id}' has no expectation for this {kind} "
-                             f"indicator; add e.g. '{scenario_id}: {example}'")
+                             f"indicator; add e.g. '{scenario_id}: {plugin.example}'")
             continue
         raw = per_scenario[scenario_id]
         try:
@@ -511,31 +460,25 @@ def _indicator_expectations(indicator_id: str, body: Any, scenario_ids: Sequence
         except ValidationError as exc:
             errors.add_validation_error(path + (scenario_id,), exc, allowed=allowed)
             continue
-        mean = getattr(exp, {"count": "rate", "milestone": "hazard", "signal": "mean"}[kind])
-        if kind == "count":
-            a, b = gamma_from_mean_sd(mean, exp.sd)
-        elif kind == "milestone":
-            try:
-                a, b = beta_from_mean_sd(mean, exp.sd)
-            except ValueError as exc:
-                errors.add(path + (scenario_id, "sd"), str(exc))
-                continue
-        else:
-            a, b = mean, exp.sd
-        means.append(mean)
-        sds.append(exp.sd)
-        alphas.append(a)
-        betas.append(b)
+        try:
+            prior = plugin.prior(exp, indicator)
+        except ValueError as exc:
+            field_name, message = exc.args
+            errors.add(path + (scenario_id, field_name), message)
+            continue
+        means.append(prior.mean)
+        sds.append(prior.sd)
+        alphas.append(prior.alpha)
+        betas.append(prior.beta)
     if len(errors.problems) > n_before:
         return None
     noise_sd = None
-    if kind == "signal":
-        noise_sd = meta.get("noise_sd", indicator.noise_sd)
-        if noise_sd is None or not isinstance(noise_sd, (int, float)) or not noise_sd > 0:
-            errors.add(path + ("noise_sd",),
-                       f"a signal needs a known noise_sd > 0 (got {noise_sd!r})")
-            return None
-        noise_sd = float(noise_sd)
+    problem = plugin.check_indicator_block(indicator, meta)
+    if problem:
+        errors.add(path + ("noise_sd",), problem)
+        return None
+    if indicator.noise_sd is not None:  # a signal's, perhaps overridden by the set
+        noise_sd = float(meta.get("noise_sd", indicator.noise_sd))
     return IndicatorExpectations(
         indicator=indicator,
         mean=np.array(means), sd=np.array(sds),
@@ -561,11 +504,11 @@ def _resolve_indicator(indicator_id: str, meta: dict[str, Any], catalog: Catalog
         errors.add(path, message + " (or define it here with 'kind:' and 'name:')")
         return None
     kind = meta["kind"]
-    if kind not in _EXPECTATION_MODELS:
-        hint = _suggest(str(kind), list(_EXPECTATION_MODELS))
+    if kind not in KINDS:
+        hint = _suggest(str(kind), list(KINDS))
         errors.add(path + ("kind",), f"unknown kind {kind!r}"
                    + (f"; did you mean '{hint}'?" if hint else "")
-                   + " (kinds: count, milestone, signal)")
+                   + f" (kinds: {', '.join(KINDS)})")
         return None
     noise_sd = meta.get("noise_sd")
     if kind == "signal" and not (isinstance(noise_sd, (int, float)) and noise_sd > 0):
@@ -581,6 +524,7 @@ def _resolve_indicator(indicator_id: str, meta: dict[str, Any], catalog: Catalog
             description=str(meta.get("description", "")),
             coding=str(meta.get("coding", "")),
             noise_sd=float(noise_sd) if noise_sd is not None else None,
+            levels=meta.get("levels") or (),
         )
     except SignpostIndicatorError as exc:
         errors.add(path + (getattr(exc, "field", "") or "kind",), str(exc))

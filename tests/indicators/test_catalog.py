@@ -31,8 +31,32 @@ EXPECTED_KINDS = {
 }
 
 
-def test_kinds():
-    assert KINDS == ("count", "milestone", "signal")
+def test_every_registered_kind_implements_the_whole_interface():
+    from indicators.kinds import Kind, get_kind
+
+    required = ("evidence", "prior", "log_marginal", "oracle_log_marginal", "posterior_mean",
+                "regime_statistics", "features", "conditional_draw", "predictive")
+    for name in KINDS:
+        kind = get_kind(name)
+        assert kind.lookup_name == name
+        missing = [m for m in required if getattr(type(kind), m) is getattr(Kind, m)]
+        assert not missing, f"{name} does not implement {missing}"
+    assert [get_kind(n).rank for n in KINDS] == sorted(get_kind(n).rank for n in KINDS)
+
+
+def test_registering_a_kind_twice_is_refused():
+    from indicators.kinds import register
+    from indicators.kinds.count import Count
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(type("Again", (Count,), {}))
+
+
+def test_an_unknown_kind_names_the_registered_ones():
+    from indicators.kinds import get_kind
+
+    with pytest.raises(CatalogError, match="'milestone', 'signal', 'level'.*did you mean"):
+        get_kind("levle")
 
 
 def test_bundled_catalog_has_every_required_indicator(catalog):
@@ -119,7 +143,7 @@ def test_indicator_refuses_an_unknown_kind_with_a_suggestion():
         Indicator("drill", "counts", "Drill")
     assert str(info.value) == (
         "indicator 'drill': kind: 'counts' is not a kind; use one of 'count', 'milestone', "
-        "'signal'; did you mean 'count'?"
+        "'signal', 'level'; did you mean 'count'?"
     )
 
 
