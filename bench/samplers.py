@@ -4,7 +4,8 @@ convergence model (learned transitions and per-scenario parameters) with the sam
 Run: ``make bench-samplers``. nutpie runs the compiled model once warm (with_data), as the
 worker does; PyMC's own NUTS (``nuts_sampler="pymc"``) compiles on every call, timed with and
 without that compile. JAX samplers (numpyro, blackjax) are not measured: JAX is not a
-dependency here (design.md measured numpyro at 15–26 s per fit of a scan-based model).
+dependency here (docs/design.md, "Why not NUTS over everything"; numpyro was measured at
+15–26 s per fit of a scan-based model).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Structure (see docs/decisions/001-collapsed-estimator.md):
 * What is sampled are the per-scenario parameters θ[j, k] given "scenario k is in force" (the
   conditional posteriors, each unimodal), which predictions and summaries need. Sampling them
   jointly with a latent scenario would create one posterior mode per scenario, where NUTS gets
-  stuck (design.md, "The estimator is the hard part").
+  stuck (docs/design.md, "Why not NUTS over everything").
 * With learned transitions (``dynamics:``) the scenario changes over time and θ[j, k] is the
   parameter *while k is in force*: the emissions are the per-period likelihoods given θ
   (`regime_loglik`), the path is summed out by the forward algorithm, and NUTS samples θ with

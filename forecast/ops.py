@@ -1,7 +1,8 @@
 """The HMM log-likelihood as a PyTensor Op with an analytic gradient, compiled with numba.
 
 A ``pytensor.scan`` forward pass costs ~130 µs per gradient and a minute to compile
-(design.md); `RegimeHMM` runs a scaled forward–backward pass in numba: the log-likelihood, and
+(docs/design.md, "Why not NUTS over everything"); `RegimeHMM` runs a scaled forward–backward
+pass in numba: the log-likelihood, and
 its exact gradient from the posterior marginals — expected transition counts for ``A``,
 smoothed state probabilities times each period's derivative for θ, the first smoothed state
 for the prior. `filter_draws` filters many posterior draws at once.

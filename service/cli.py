@@ -744,8 +744,9 @@ def _exit_after_running_fits(grace: float) -> None:
     """Give running fits ``grace`` seconds, then exit even if one is still going.
 
     A fit cut short is safe: its lease expires and the next scheduler takes the fit over
-    (design.md, "Scheduler and concurrency"). Without this, the interpreter would wait for the
-    scheduler's worker threads, i.e. for the whole fit, however long it takes.
+    (docs/design.md, "Service: storage, API, scheduler, worker, leases"). Without this, the
+    interpreter would wait for the scheduler's worker threads, i.e. for the whole fit, however
+    long it takes.
     """
     deadline = time.monotonic() + grace
     for thread in threading.enumerate():

@@ -4,7 +4,8 @@ Per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL`` seconds queues and run
 evidence hash (or the set) changed since the last fit that reached a verdict. Another job
 drains queued fits (``POST /v1/fits``, ``signpost refit``) and takes over fits whose worker
 died (expired lease). Cross-process safety comes from the lease in the database, not from
-APScheduler's in-memory ``max_instances`` (design.md, "Scheduler and concurrency").
+APScheduler's in-memory ``max_instances`` (docs/design.md, "Service: storage, API, scheduler,
+worker, leases").
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The published posterior against the closed form (design.md, "Correctness is shown by tests").
+"""The published posterior against the closed form.
+
+docs/design.md, "Correctness is shown by tests": the oracle is `forecast/exact.py`.
 
 Three conjugate sets of our own (counts only; milestones only; all three kinds with graded
 evidence), each with weak evidence (about 40 periods) and with overwhelming evidence (hundreds
