@@ -1,6 +1,7 @@
 """Errors of the service layer, each mapped to one HTTP status by the API.
 
-Hierarchy::
+The statuses (shown here) are the API's business: one table at its edge,
+`service.api.errors.STATUS`, maps each class to one. Hierarchy::
 
     Exception
      └── ServiceError            code, message, field
@@ -18,7 +19,6 @@ from __future__ import annotations
 class ServiceError(Exception):
     """Base: carries an error code, a message and the field at fault (if any)."""
 
-    status = 500
     code = "internal_error"
 
     def __init__(self, message: str, field: str | None = None, code: str | None = None):
@@ -36,40 +36,34 @@ class ServiceError(Exception):
 class NotFound(ServiceError, LookupError):
     """Something named in the request does not exist."""
 
-    status = 404
     code = "not_found"
 
 
 class Conflict(ServiceError):
     """The request conflicts with the current state."""
 
-    status = 409
     code = "conflict"
 
 
 class Unauthorized(ServiceError):
     """No API key, or an unknown one."""
 
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(ServiceError):
     """The API key's role may not do this."""
 
-    status = 403
     code = "forbidden"
 
 
 class BadRequest(ServiceError, ValueError):
     """Input refused by validation."""
 
-    status = 422
     code = "invalid"
 
 
 class NotReady(ServiceError):
     """The resource exists but is not available yet."""
 
-    status = 503
     code = "not_ready"

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service.api.errors import refusal
 from service.context import Services
 from service.errors import BadRequest, Forbidden, Unauthorized
 from service.settings import Settings
@@ -173,20 +174,19 @@ JsonObject = Annotated[dict[str, Any], Depends(json_object)]
 
 
 def json_model[M: BaseModel](model: type[M]) -> Callable[[Request], Awaitable[M]]:
-    """A dependency that parses the body strictly and validates it as ``model``."""
+    """A dependency that parses the body strictly and validates it as ``model``.
+
+    The body is a typed parameter this way while the strict parser (`parse_json_object`:
+    duplicate keys, NaN, the messages naming them) stays in front of pydantic; `body_schema`
+    documents it in the OpenAPI document.
+    """
 
     async def dependency(request: Request) -> M:
         data = parse_json_object(await request.body())
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error.get("loc", ())) or None
-            message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-            if error.get("type") == "extra_forbidden":
-                message = f"unknown field; the fields are {', '.join(model.model_fields)}"
-            raise BadRequest(f"{field}: {message}" if field else message,
-                             field=field) from None
+            raise refusal(exc.errors(), tuple(model.model_fields), every=False) from None
 
     dependency.__name__ = f"{model.__name__.lower()}_body"
     return dependency

@@ -1,52 +1,112 @@
 """One error shape for the whole API: ``{"error": {"code", "message", "field"}}``.
 
 Domain code raises `service.errors.ServiceError` subclasses (and the indicators package its
-`InvalidObservation`, which names a field); this module maps them, FastAPI's
-request validation errors, Starlette's HTTP errors (unknown route, wrong method) and anything
-unexpected (500, no traceback in the body) to that shape. `BodyLimit` answers 413 for bodies
-over the configured size, whether announced by Content-Length or found while reading.
+`InvalidObservation`, which names a field). Two tables here are the only places that decide
+what a client sees: `STATUS` maps each domain error class to its HTTP status, and `refusal`
+turns pydantic validation errors (of a body model or of the request's parameters) into the
+API's message and field. Starlette's HTTP errors (unknown route, wrong method) and anything
+unexpected (500, no traceback in the body) get the same shape. `BodyLimit` answers 413 for
+bodies over the configured size, whether announced by Content-Length or found while reading.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indicators import InvalidObservation
-from service.errors import ServiceError
+from service.api.models import ErrorBody, ErrorDetail
+from service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotReady,
+    ServiceError,
+    Unauthorized,
+)
+
+__all__ = ["ERROR_RESPONSES", "STATUS", "BodyLimit", "ErrorBody", "ErrorDetail",
+           "PayloadTooLarge", "error_body", "error_response", "install_error_handlers",
+           "refusal", "status_of"]
 
 log = logging.getLogger("signpost.api")
 
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
-class ErrorDetail(BaseModel):
-    """What went wrong, and which field (if any) is at fault."""
-
-    code: str
-    message: str
-    field: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """The body of every error response."""
-
-    error: ErrorDetail
-
-
 class PayloadTooLarge(ServiceError):
     """The request body is over ``SIGNPOST_MAX_BODY_BYTES``."""
 
-    status = 413
     code = "payload_too_large"
+
+
+STATUS: dict[type[Exception], int] = {
+    BadRequest: 422,
+    InvalidObservation: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    NotReady: 503,
+    ServiceError: 500,
+}
+"""The HTTP status of each domain error (a subclass takes its nearest listed base's)."""
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status of a domain error, by `STATUS` (500 for anything not listed)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _describe(error: Mapping[str, Any], fields: Sequence[str]) -> tuple[str | None, str]:
+    """(field, message) of one pydantic error.
+
+    The field is its location past ``body``, ``query``…, dotted; the message pydantic's, or
+    for an unknown key the known fields.
+    """
+    loc = [str(part) for part in error.get("loc", ())]
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    field = ".".join(loc) or None
+    if error.get("type") == "extra_forbidden" and fields:
+        return field, f"unknown field; the fields are {', '.join(fields)}"
+    return field, str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+
+
+def refusal(errors: Iterable[Mapping[str, Any]], fields: Sequence[str] = (), *,
+            every: bool = True) -> BadRequest:
+    """The API's refusal (422) for pydantic validation errors: the one translation.
+
+    Parameters
+    ----------
+    errors
+        ``ValidationError.errors()`` of a body model, or FastAPI's request validation errors.
+    fields
+        The body model's fields, named when a key is unknown.
+    every
+        Name every problem, ``; ``-joined (request parameters); else the first only (a body,
+        fixed one field at a time). ``field`` is always the first problem's.
+
+    """
+    errors = list(errors)
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return BadRequest("the body is not valid JSON", code="invalid_json")
+    described = [_describe(error, fields) for error in (errors if every else errors[:1])]
+    message = "; ".join(f"{field}: {text}" if field else text for field, text in described)
+    return BadRequest(message or "invalid request", field=described[0][0] if described else None)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -60,37 +120,18 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
-def _service_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
-
-
-def _invalid_observation(_request: Request, exc: Exception) -> JSONResponse:
+def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, ServiceError):
+        return JSONResponse(exc.to_dict(), status_code=status, headers=headers)
     assert isinstance(exc, InvalidObservation)
-    return error_response(422, "invalid", str(exc), exc.field)
+    return error_response(status, "invalid", str(exc), exc.field, headers)
 
 
-def _field_of(loc: tuple[Any, ...]) -> str | None:
-    """The last element of a pydantic error location that names a field."""
-    names = [part for part in loc if isinstance(part, str)]
-    if names and names[0] in _LOCATIONS:
-        names = names[1:]
-    return names[-1] if names else None
-
-
-def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return error_response(422, "invalid_json", "the body is not valid JSON")
-    parts = []
-    for error in errors:
-        field = _field_of(tuple(error.get("loc", ())))
-        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-        parts.append(f"{field}: {message}" if field else message)
-    field = _field_of(tuple(errors[0].get("loc", ()))) if errors else None
-    return error_response(422, "invalid", "; ".join(parts) or "invalid request", field)
+    return _domain_error(request, refusal(exc.errors()))
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -119,8 +160,8 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into the one shape."""
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(InvalidObservation, _invalid_observation)
+    app.add_exception_handler(ServiceError, _domain_error)
+    app.add_exception_handler(InvalidObservation, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -182,7 +223,7 @@ class BodyLimit:
 
 async def _send_error(send: Send, exc: ServiceError) -> None:
     body = json.dumps(exc.to_dict()).encode()
-    await send({"type": "http.response.start", "status": exc.status,
+    await send({"type": "http.response.start", "status": status_of(exc),
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -199,6 +240,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Body over the size limit"),
         (422, "Refused input; `field` names the field"),
         (500, "Internal error (details in the server log only)"),
+        (503, "Not available yet: database unreachable or not migrated"),
     )
 }
 """OpenAPI descriptions of the error statuses, for routers' ``responses=``."""

@@ -9,29 +9,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import AdminKey, ReadAccess, StoreDep, body_schema, json_model, who
 from service.api.errors import ERROR_RESPONSES
+from service.api.models import Fit, FitQueued, FitRequest
 from service.api.responses import finite
 
 router = APIRouter(prefix="/fits", tags=["fits"],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
 
 
-class FitRequest(BaseModel):
-    """Which scenario set to fit."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    set_id: str = Field(min_length=1, max_length=100, examples=["sino-russian-convergence"])
-
-
 FitRequestBody = Annotated[FitRequest, Depends(json_model(FitRequest))]
 
 
 @router.post("", status_code=202, openapi_extra=body_schema(FitRequest),
-             responses={s: ERROR_RESPONSES[s] for s in (403, 413)})
+             response_model=FitQueued,
+             responses={s: ERROR_RESPONSES[s] for s in (403, 413, 422)})
 def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
               response: Response) -> dict[str, Any]:
     """Queue a fit of a set: 202 with its id; the scheduler's worker runs it.
@@ -49,7 +42,7 @@ def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
     return {"fit_id": fit_id, "set_id": body.set_id, "status": "queued"}
 
 
-@router.get("/{fit_id}")
+@router.get("/{fit_id}", response_model=Fit)
 def get_fit(fit_id: Annotated[str, Path(max_length=100)], store: StoreDep,
             _: ReadAccess) -> dict[str, Any]:
     """A fit's status (queued, running, published, rejected, failed), timings, diagnostics."""

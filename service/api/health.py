@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from service.api.deps import StoreDep
-from service.api.errors import ErrorBody
+from service.api.errors import ERROR_RESPONSES
+from service.api.models import Health
 from service.errors import NotReady
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+@router.get("/healthz", response_model=Health)
+async def healthz() -> dict[str, Any]:
     """The process is up (touches nothing else)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"model": ErrorBody, "description": "Not ready"}})
-def readyz(store: StoreDep) -> dict[str, str]:
+@router.get("/readyz", response_model=Health, responses={503: ERROR_RESPONSES[503]})
+def readyz(store: StoreDep) -> dict[str, Any]:
     """The database answers and its schema is at the newest migration."""
     if not store.ping():
         raise NotReady("the database does not answer", code="database_unreachable")

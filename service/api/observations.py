@@ -6,7 +6,6 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import (
     AnalystKey,
@@ -19,6 +18,13 @@ from service.api.deps import (
     who,
 )
 from service.api.errors import ERROR_RESPONSES
+from service.api.models import (
+    ObservationCreate,
+    ObservationCreated,
+    ObservationPage,
+    ObservationPublic,
+    Retraction,
+)
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
 from service.reviews import observation_coverage, sets_touching
@@ -26,39 +32,19 @@ from service.scheduler import queue_refits
 
 router = APIRouter(prefix="/observations", tags=["observations"],
                    responses={401: ERROR_RESPONSES[401]})
-_REPLAYED = {"description": "A retry with a seen Idempotency-Key: the first row; nothing "
-                            "new is stored"}
-
-
-class ObservationIn(BaseModel):
-    """An observation as posted (documentation; the core's validation is the authority)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    indicator: str = Field(description="an indicator id from the catalog",
-                           examples=["joint_exercise"])
-    date: str = Field(description="when it happened, YYYY-MM-DD", examples=["2025-09-01"])
-    value: float = Field(1.0, description="events (count), 1 (milestone) or the measurement")
-    grade: str | None = Field(None, description="Admiralty grade A1–F6; default B2",
-                              examples=["B2"])
-    source: str = ""
-    url: str = ""
-    note: str = ""
-
-
-class Retraction(BaseModel):
-    """Why an observation is withdrawn."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=2000)
+_REPLAYED = {"model": ObservationCreated,
+             "description": "A retry with a seen Idempotency-Key: the first row; nothing new "
+                            "is stored"}
 
 
 ObservationId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 RetractionBody = Annotated[Retraction, Depends(json_model(Retraction))]
 
 
-@router.post("", status_code=201, openapi_extra=body_schema(ObservationIn),
+# The body is the core's to validate (its messages name the field, for the API and the CLI's
+# import alike), after the strict JSON parser; ObservationCreate documents it.
+@router.post("", status_code=201, openapi_extra=body_schema(ObservationCreate),
+             response_model=ObservationCreated,
              responses={200: _REPLAYED} | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
 def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, response: Response,
                        idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
@@ -82,7 +68,7 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
     return {**row, "coverage": coverage}
 
 
-@router.get("", responses={404: ERROR_RESPONSES[404]})
+@router.get("", response_model=ObservationPage, responses={404: ERROR_RESPONSES[404]})
 def list_observations(
     request: Request, store: StoreDep, _: ReadAccess,
     indicator: str | None = None,
@@ -108,6 +94,7 @@ def list_observations(
 
 
 @router.post("/{observation_id}/retract", openapi_extra=body_schema(Retraction),
+             response_model=ObservationPublic,
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
 def retract_observation(observation_id: ObservationId, key: AnalystKey,
                         body: RetractionBody,

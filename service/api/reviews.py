@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import (
     AnalystKey,
     IdempotencyKey,
-    JsonObject,
     ReadAccess,
     StoreDep,
     body_schema,
@@ -21,24 +19,18 @@ from service.api.deps import (
     who,
 )
 from service.api.errors import ERROR_RESPONSES
+from service.api.models import Retraction, ReviewCreate, ReviewPage, ReviewWithRefits
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
-from service.reviews import ReviewIn, add_review, list_reviews, retract_review, sets_touching
+from service.reviews import add_review, list_reviews, retract_review, sets_touching
 from service.scheduler import queue_refits
 
 router = APIRouter(prefix="/reviews", tags=["reviews"], responses={401: ERROR_RESPONSES[401]})
 
 
-class ReviewRetraction(BaseModel):
-    """Why a review is withdrawn."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=2000)
-
-
 ReviewId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-RetractionBody = Annotated[ReviewRetraction, Depends(json_model(ReviewRetraction))]
+ReviewBody = Annotated[ReviewCreate, Depends(json_model(ReviewCreate))]
+RetractionBody = Annotated[Retraction, Depends(json_model(Retraction))]
 
 
 def _with_refits(store, review: dict[str, Any], requested_by: str) -> dict[str, Any]:
@@ -46,11 +38,13 @@ def _with_refits(store, review: dict[str, Any], requested_by: str) -> dict[str, 
     return {**review, "sets": sets, "queued_fits": queue_refits(store, sets, requested_by)}
 
 
-@router.post("", status_code=201, openapi_extra=body_schema(ReviewIn),
-             responses={200: {"description": "A retry with a seen Idempotency-Key: the first "
+@router.post("", status_code=201, openapi_extra=body_schema(ReviewCreate),
+             response_model=ReviewWithRefits,
+             responses={200: {"model": ReviewWithRefits,
+                              "description": "A retry with a seen Idempotency-Key: the first "
                                              "review; nothing new is stored"}}
              | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
-def create_review(key: AnalystKey, body: JsonObject, store: StoreDep, response: Response,
+def create_review(key: AnalystKey, body: ReviewBody, store: StoreDep, response: Response,
                   idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Record a review: 201 with it, the sets it touches and the refits it queued.
 
@@ -58,7 +52,7 @@ def create_review(key: AnalystKey, body: JsonObject, store: StoreDep, response: 
     of the set's when ``indicators`` is absent) were reviewed through ``through`` and
     everything found was logged, so quiet periods up to it count as evidence.
     """
-    review, created = add_review(store, body, analyst=who(key),
+    review, created = add_review(store, body.model_dump(), analyst=who(key),
                                  idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
@@ -66,7 +60,7 @@ def create_review(key: AnalystKey, body: JsonObject, store: StoreDep, response: 
     return _with_refits(store, review, requested_by=f"review {review['id']}")
 
 
-@router.get("", responses={404: ERROR_RESPONSES[404]})
+@router.get("", response_model=ReviewPage, responses={404: ERROR_RESPONSES[404]})
 def get_reviews(
     request: Request, store: StoreDep, _: ReadAccess,
     set_id: Annotated[str | None, Query(alias="set", max_length=100,
@@ -94,7 +88,8 @@ def get_reviews(
     return page(request, items, total, offset, limit)
 
 
-@router.post("/{review_id}/retract", openapi_extra=body_schema(ReviewRetraction),
+@router.post("/{review_id}/retract", openapi_extra=body_schema(Retraction),
+             response_model=ReviewWithRefits,
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
 def retract(review_id: ReviewId, key: AnalystKey, body: RetractionBody,
             store: StoreDep) -> dict[str, Any]:

@@ -12,6 +12,17 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import ServicesDep, SettingsDep, StoreDep, read_access
 from service.api.errors import ERROR_RESPONSES
+from service.api.models import (
+    Forecast,
+    History,
+    Milestones,
+    Paths,
+    Posterior,
+    Replay,
+    ReplayQueued,
+    SetDetail,
+    SetSummary,
+)
 from service.api.responses import cached_json, render, rendered_json
 from service.errors import NotFound
 from service.outlook import (
@@ -26,21 +37,31 @@ from service.posterior import history_payload, set_detail, set_summary
 
 router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
+_NOT_MODIFIED = {304: {"description": "Not modified: the If-None-Match ETag is current"}}
 
 
-@router.get("")
+def _rendered(model: type, description: str) -> dict[int | str, dict]:
+    """``responses=`` of a route serving pre-rendered bytes with an ETag.
+
+    The 200 schema is documented; the bytes are not validated again per request.
+    """
+    return {200: {"model": model, "description": description}} | _NOT_MODIFIED
+
+
+@router.get("", response_model=list[SetSummary])
 def list_sets(store: StoreDep) -> list[dict[str, Any]]:
     """Every loaded scenario set."""
     return [set_summary(s) for s in store.list_sets()]
 
 
-@router.get("/{set_id}")
+@router.get("/{set_id}", response_model=SetDetail)
 def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
     """One scenario set in full."""
     return set_detail(store.get_set(set_id))
 
 
-@router.get("/{set_id}/posterior", responses={304: {"description": "Not modified"}})
+@router.get("/{set_id}/posterior",
+            responses=_rendered(Posterior, "The newest published posterior, with an ETag"))
 async def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
@@ -60,21 +81,21 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
                    code="no_posterior")
 
 
-@router.get("/{set_id}/history", responses={304: {"description": "Not modified"}})
+@router.get("/{set_id}/history", responses=_rendered(History, "One row per published fit"))
 def get_history(set_id: str, request: Request, store: StoreDep) -> Response:
     """One row per published fit, oldest first, with each scenario's probability."""
     scenario_set = store.get_set(set_id)
     return cached_json(request, history_payload(scenario_set, store.history(set_id)))
 
 
-@router.get("/{set_id}/path", responses={304: {"description": "Not modified"}})
+@router.get("/{set_id}/path", responses=_rendered(Paths, "The filtered path"))
 def get_path(set_id: str, request: Request, store: StoreDep) -> Response:
     """The filtered path: P(scenario in force in period t | evidence up to t), every period."""
     return cached_json(request, path_payload(store, store.get_set(set_id)))
 
 
-@router.get("/{set_id}/forecast", responses={304: {"description": "Not modified"},
-                                               422: ERROR_RESPONSES[422]})
+@router.get("/{set_id}/forecast", responses=_rendered(Forecast, "The forecast at a horizon")
+            | {422: ERROR_RESPONSES[422]})
 def get_forecast(set_id: str, request: Request, store: StoreDep,
                  horizon: Annotated[str, Query(description="a date up to the set's end, "
                                                            "YYYY-MM-DD")]) -> Response:
@@ -82,14 +103,17 @@ def get_forecast(set_id: str, request: Request, store: StoreDep,
     return cached_json(request, forecast_payload(store, store.get_set(set_id), horizon))
 
 
-@router.get("/{set_id}/milestones", responses={304: {"description": "Not modified"}})
+@router.get("/{set_id}/milestones",
+            responses=_rendered(Milestones, "When each scenario and milestone is reached"))
 def get_milestones(set_id: str, request: Request, store: StoreDep) -> Response:
     """When each scenario, each rung "or deeper" and each milestone is first reached."""
     return cached_json(request, milestones_payload(store, store.get_set(set_id)))
 
 
-@router.get("/{set_id}/replay", responses={202: {"description": "Replay queued; poll the fit"},
-                                             422: ERROR_RESPONSES[422]})
+@router.get("/{set_id}/replay", responses={
+    200: {"model": Replay, "description": "The stored replay"},
+    202: {"model": ReplayQueued, "description": "Replay queued; poll the fit"},
+    422: ERROR_RESPONSES[422]})
 async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
                      as_of: Annotated[str, Query(description="YYYY-MM-DD")]) -> Response:
     """The posterior as it would have been with the evidence up to ``as_of``.
