@@ -8,6 +8,10 @@ marginal likelihood:
 * milestone (Beta–geometric): ``ln B(a + S, b + F) − ln B(a, b)`` with ``F = Σ(at risk − S)``
 * signal (Normal–Normal, tempered):
   ``−½ log(1 + s²W/σ²) − ½[Q/σ² + m²/s² − (m/s² + Y/σ²)² / (1/s² + W/σ²)]``
+* level (Dirichlet–categorical, tempered): ``ln B(α + c) − ln B(α)``, c the weighted tallies
+
+Each is its kind's ``oracle_log_marginal`` (`indicators.kinds`), written with SciPy apart
+from the ``log_marginal`` the PyTensor model uses.
 
 (terms that do not depend on the scenario are dropped; they cancel). The posterior is
 ``softmax(log prior + Σ_j log m[j, k])``. Written in NumPy/SciPy, independently of the PyTensor
@@ -19,11 +23,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln, gammaln, logsumexp
+from scipy.special import gammaln, logsumexp
 
 from forecast.model import transition_rows
 from indicators import Evidence
+from indicators.kinds import get_kind
+from indicators.kinds.count import log_marginal_count
+from indicators.kinds.level import log_marginal_level
+from indicators.kinds.milestone import log_marginal_milestone
+from indicators.kinds.signal import log_marginal_signal
 from priors import ScenarioSet
+
+__all__ = ["ExactDynamicPosterior", "ExactPosterior", "exact_dynamic_posterior",
+           "exact_posterior", "log_marginal_count", "log_marginal_level",
+           "log_marginal_milestone", "log_marginal_signal"]
 
 
 @dataclass(frozen=True)
@@ -47,28 +60,6 @@ class ExactPosterior:
     posterior_mean: np.ndarray
 
 
-def log_marginal_count(alpha, beta, events, exposure):
-    """Log marginal likelihood of Poisson counts under a Gamma(α, β) rate prior (vectorised)."""
-    return (alpha * np.log(beta) - gammaln(alpha) + gammaln(alpha + events)
-            - (alpha + events) * np.log(beta + exposure))
-
-
-def log_marginal_milestone(a, b, successes, failures):
-    """Log marginal likelihood of a milestone's periods under a Beta(a, b) hazard prior."""
-    return betaln(a + successes, b + failures) - betaln(a, b)
-
-
-def log_marginal_signal(prior_mean, prior_sd, noise_sd, weight, wsum, wsumsq):
-    """Log marginal likelihood of weighted Normal signal values under a Normal mean prior."""
-    prior_prec = 1.0 / prior_sd**2
-    data_prec = weight / noise_sd**2
-    post_prec = prior_prec + data_prec
-    shift = prior_mean * prior_prec + wsum / noise_sd**2
-    return -0.5 * np.log(post_prec / prior_prec) - 0.5 * (
-        wsumsq / noise_sd**2 + prior_mean**2 * prior_prec - shift**2 / post_prec
-    )
-
-
 def exact_posterior(scenario_set: ScenarioSet, evidence: Evidence) -> ExactPosterior:
     """Closed-form posterior of a static conjugate scenario set.
 
@@ -89,21 +80,11 @@ def exact_posterior(scenario_set: ScenarioSet, evidence: Evidence) -> ExactPoste
     post_mean = np.zeros_like(log_m)
     for j, spec in enumerate(scenario_set.indicators):
         col = evidence.column(spec.id)
-        total = float(evidence.counts[:, col].sum())
-        exposure = float(evidence.exposure[:, col].sum())
-        if spec.kind == "count":
-            log_m[j] = log_marginal_count(spec.alpha, spec.beta, total, exposure)
-            post_mean[j] = (spec.alpha + total) / (spec.beta + exposure)
-        elif spec.kind == "milestone":
-            failures = exposure - total
-            log_m[j] = log_marginal_milestone(spec.alpha, spec.beta, total, failures)
-            post_mean[j] = (spec.alpha + total) / (spec.alpha + spec.beta + exposure)
-        else:
-            sumsq = float(evidence.sumsq[:, col].sum())
-            log_m[j] = log_marginal_signal(spec.alpha, spec.beta, spec.noise_sd,
-                                           exposure, total, sumsq)
-            prec = 1 / spec.beta**2 + exposure / spec.noise_sd**2
-            post_mean[j] = (spec.alpha / spec.beta**2 + total / spec.noise_sd**2) / prec
+        kind = get_kind(spec.kind)
+        totals = (float(evidence.counts[:, col].sum()), float(evidence.exposure[:, col].sum()),
+                  float(evidence.sumsq[:, col].sum()), _tallies(evidence, col, spec))
+        log_m[j] = kind.oracle_log_marginal(spec, *totals)
+        post_mean[j] = kind.posterior_mean(spec, *totals)
     log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
     probability = np.exp(log_post - logsumexp(log_post))
     return ExactPosterior(probability=probability, log_marginal=log_m, posterior_mean=post_mean)
@@ -130,17 +111,27 @@ class ExactDynamicPosterior:
     posterior_mean: np.ndarray
 
 
-def _pooled(spec, n: np.ndarray, e: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _tallies(evidence: Evidence, col: int, spec) -> np.ndarray | None:
+    """An indicator's tallies summed over the periods (None for kinds without categories)."""
+    width = get_kind(spec.kind).n_strata(spec.indicator)
+    return evidence.tallies[:, col, :width].sum(axis=0) if width > 1 else None
+
+
+def _pooled(spec, n: np.ndarray, e: np.ndarray, q: np.ndarray,
+            c: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Log marginal likelihood and posterior mean of pooled statistics (vectorised over K)."""
-    if spec.kind == "count":
-        return (log_marginal_count(spec.alpha, spec.beta, n, e),
-                (spec.alpha + n) / (spec.beta + e))
-    if spec.kind == "milestone":
-        return (log_marginal_milestone(spec.alpha, spec.beta, n, e - n),
-                (spec.alpha + n) / (spec.alpha + spec.beta + e))
-    prec = 1 / spec.beta**2 + e / spec.noise_sd**2
-    return (log_marginal_signal(spec.alpha, spec.beta, spec.noise_sd, e, n, q),
-            (spec.alpha / spec.beta**2 + n / spec.noise_sd**2) / prec)
+    kind = get_kind(spec.kind)
+    return kind.oracle_log_marginal(spec, n, e, q, c), kind.posterior_mean(spec, n, e, q, c)
+
+
+def _pooled_per_scenario(spec, n, e, q, c):
+    """`_pooled` of (P, K) statistics, each scenario's column under its own prior."""
+    if c is None:
+        return _pooled(spec, n, e, q, None)
+    # a level's (P, K, L) tallies: scenario k's row against the prior of scenario k
+    log_m = np.einsum("pkk->pk", log_marginal_level(spec.alpha, c))  # (P, K data, K prior)
+    mean = np.einsum("pkk->pk", get_kind(spec.kind).posterior_mean(spec, n, e, q, c))
+    return log_m, mean
 
 
 def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
@@ -169,7 +160,7 @@ def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
         raise ValueError(f"{k}^{t_len} paths exceed max_paths={max_paths}")
     cols = [evidence.column(spec.id) for spec in scenario_set.indicators]
     counts, exposure = evidence.counts[:, cols], evidence.exposure[:, cols]
-    sumsq = evidence.sumsq[:, cols]
+    sumsq, tallies = evidence.sumsq[:, cols], evidence.tallies[:, cols]
     allowed = np.eye(k, dtype=bool)
     rows = transition_rows(scenario_set)
     for row, columns, _ in rows:
@@ -187,9 +178,12 @@ def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
                              + gammaln(concentration.sum()) - gammaln(concentration).sum())
     one_hot = np.eye(k)[paths]  # (P, T, K): which scenario holds in each period
     pooled = [np.einsum("ptk,tj->pjk", one_hot, x) for x in (counts, exposure, sumsq)]
+    pooled_tallies = np.einsum("ptk,tjl->pjkl", one_hot, tallies)  # (P, J, K, L)
     means = np.empty((paths.shape[0], len(scenario_set.indicators), k))
     for j, spec in enumerate(scenario_set.indicators):
-        log_m, means[:, j] = _pooled(spec, *(x[:, j] for x in pooled))
+        width = get_kind(spec.kind).n_strata(spec.indicator)
+        c = pooled_tallies[:, j, :, :width] if width > 1 else None
+        log_m, means[:, j] = _pooled_per_scenario(spec, *(x[:, j] for x in pooled), c)
         log_p = log_p + log_m.sum(axis=1)
     weight = np.exp(log_p - logsumexp(log_p))
     path = np.einsum("p,ptk->tk", weight, one_hot)

@@ -32,9 +32,13 @@ import pytensor.tensor as pt
 
 from forecast.ops import regime_hmm_loglik
 from indicators import Evidence
+from indicators.kinds import KINDS, NUMPY, Kind, get_kind
 from priors import ScenarioSet
 
-KIND_PARAMETER = {"count": "rate", "milestone": "hazard", "signal": "level"}
+#: each kind's parameter name, in registry order (``rate``, ``hazard``, ``level``, …)
+KIND_PARAMETER = {name: get_kind(name).parameter for name in KINDS}
+#: the coordinate of a categorical parameter's last axis (a level's categories)
+CATEGORY = "category"
 
 
 def kind_columns(scenario_set: ScenarioSet, kind: str) -> list[int]:
@@ -42,15 +46,30 @@ def kind_columns(scenario_set: ScenarioSet, kind: str) -> list[int]:
     return [j for j, spec in enumerate(scenario_set.indicators) if spec.kind == kind]
 
 
+def kind_groups(scenario_set: ScenarioSet) -> list[tuple[Kind, list[int], list]]:
+    """``(kind, columns, specs)`` for each registered kind the set uses, in registry order."""
+    groups = []
+    for name in KINDS:
+        idx = kind_columns(scenario_set, name)
+        if idx:
+            groups.append((get_kind(name), idx, [scenario_set.indicators[j] for j in idx]))
+    return groups
+
+
+def category_width(scenario_set: ScenarioSet) -> int:
+    """The most categories any of the set's indicators has (0: no categorical kind)."""
+    return max((get_kind(s.kind).n_strata(s.indicator) for s in scenario_set.indicators
+                if get_kind(s.kind).n_strata(s.indicator) > 1), default=0)
+
+
 @dataclass(frozen=True)
 class EvidenceArrays:
     """The set's columns of an Evidence object, in the set's indicator order.
 
-    ``by_kind`` holds the same statistics split by indicator kind, each a contiguous
-    (T, J_kind) array, as the dynamic model's Op reads them: ``count_events``,
-    ``count_exposure``, ``milestone_events``, ``milestone_exposure``, and the signals' scaled
-    by their known noise, ``signal_events`` = ``Σ w y / σ²``, ``signal_exposure`` =
-    ``Σ w / (2 σ²)``.
+    ``tallies`` (T, J, L) holds the categorical kinds' Σ w per category (L = 0 without any).
+    ``by_kind`` holds ``regime_statistics`` (T, F): every kind's statistics the per-regime
+    log likelihood is linear in (`indicators.kinds.Kind.regime_statistics`), concatenated in
+    registry order, as the dynamic model's Op reads them.
     """
 
     counts: np.ndarray
@@ -58,6 +77,7 @@ class EvidenceArrays:
     sumsq: np.ndarray
     labels: tuple[str, ...]
     by_kind: dict[str, np.ndarray]
+    tallies: np.ndarray | None = None
 
     @classmethod
     def select(cls, scenario_set: ScenarioSet, evidence: Evidence) -> EvidenceArrays:
@@ -72,42 +92,46 @@ class EvidenceArrays:
         cols = [evidence.column(i) for i in scenario_set.indicator_ids]
         counts = np.ascontiguousarray(evidence.counts[:, cols], dtype=float)
         exposure = np.ascontiguousarray(evidence.exposure[:, cols], dtype=float)
-        by_kind = {}
-        for kind in KIND_PARAMETER:
-            idx = kind_columns(scenario_set, kind)
-            events, exposed = counts[:, idx], exposure[:, idx]
-            if kind == "signal":
-                noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
-                events, exposed = events / noise_var, exposed / (2 * noise_var)
-            by_kind[f"{kind}_events"] = np.ascontiguousarray(events)
-            by_kind[f"{kind}_exposure"] = np.ascontiguousarray(exposed)
+        width = category_width(scenario_set)
+        tallies = np.zeros((counts.shape[0], len(cols), width))
+        have = min(width, evidence.tallies.shape[2])
+        tallies[:, :, :have] = evidence.tallies[:, cols, :have]
+        statistics = [kind.regime_statistics(specs, counts[:, idx], exposure[:, idx],
+                                             tallies[:, idx])
+                      for kind, idx, specs in kind_groups(scenario_set)]
         return cls(
             counts=counts,
             exposure=exposure,
             sumsq=np.ascontiguousarray(evidence.sumsq[:, cols], dtype=float),
             labels=tuple(evidence.grid.labels),
-            by_kind=by_kind,
+            by_kind={"regime_statistics": np.ascontiguousarray(
+                np.concatenate(statistics, axis=1) if statistics
+                else np.zeros((counts.shape[0], 0)))},
+            tallies=tallies if width else None,
         )
 
     def as_data(self) -> dict[str, np.ndarray]:
         """The ``pm.Data`` values by name."""
-        return {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq,
+        data = {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq,
                 **self.by_kind}
+        if self.tallies is not None:
+            data["tallies"] = self.tallies
+        return data
 
 
-def _betaln(a, b):
-    return pt.gammaln(a) + pt.gammaln(b) - pt.gammaln(a + b)
-
-
-def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq):
+def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=None, math=pt):
     """Closed-form log marginal likelihood of cumulative statistics, per scenario.
 
     Parameters
     ----------
     scenario_set : ScenarioSet
         Supplies each indicator's kind and conjugate parameters.
-    counts, exposure, sumsq : TensorVariable
+    counts, exposure, sumsq : TensorVariable or ndarray
         (..., J) sufficient statistics summed over the periods of interest.
+    tallies : TensorVariable or ndarray, optional
+        (..., J, L) the categorical kinds' summed tallies (needed when the set has any).
+    math : module
+        ``pytensor.tensor`` (default) or `indicators.kinds.NUMPY` (arrays).
 
     Returns
     -------
@@ -117,29 +141,15 @@ def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq):
     """
     columns = []
     for j, spec in enumerate(scenario_set.indicators):
-        n = counts[..., j, None]
-        e = exposure[..., j, None]
-        alpha = pt.as_tensor(spec.alpha)
-        beta = pt.as_tensor(spec.beta)
-        if spec.kind == "count":
-            col = (alpha * pt.log(beta) - pt.gammaln(alpha) + pt.gammaln(alpha + n)
-                   - (alpha + n) * pt.log(beta + e))
-        elif spec.kind == "milestone":
-            col = _betaln(alpha + n, beta + (e - n)) - _betaln(alpha, beta)
-        else:
-            q = sumsq[..., j, None]
-            noise_var = spec.noise_sd**2
-            prior_prec = 1.0 / beta**2
-            post_prec = prior_prec + e / noise_var
-            shift = alpha * prior_prec + n / noise_var
-            col = -0.5 * pt.log(post_prec / prior_prec) - 0.5 * (
-                q / noise_var + alpha**2 * prior_prec - shift**2 / post_prec
-            )
-        columns.append(col)
-    return pt.stack(columns, axis=-2)
+        kind = get_kind(spec.kind)
+        width = kind.n_strata(spec.indicator)
+        c = tallies[..., j, :width] if width > 1 else None
+        columns.append(kind.log_marginal(spec, counts[..., j, None], exposure[..., j, None],
+                                         sumsq[..., j, None], c, math=math))
+    return math.stack(columns, axis=-2)
 
 
-def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq):
+def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=None):
     """Per-period sequential predictive log density of the evidence, per scenario.
 
     ``log_emission[t, k] = Σ_j log m_jk(y_1..t) − log m_jk(y_1..t−1)``; the rows sum to the
@@ -152,14 +162,19 @@ def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq):
 
     """
     def cumulative(x):
-        return pt.concatenate([pt.zeros((1, x.shape[1])), pt.cumsum(x, axis=0)], axis=0)
+        zero = pt.zeros((1, *(x.shape[i] for i in range(1, x.ndim))))
+        return pt.concatenate([zero, pt.cumsum(x, axis=0)], axis=0)
 
-    cum = log_marginal(scenario_set, cumulative(counts), cumulative(exposure), cumulative(sumsq))
+    cum = log_marginal(scenario_set, cumulative(counts), cumulative(exposure), cumulative(sumsq),
+                       None if tallies is None else cumulative(pt.as_tensor(tallies)))
     return (cum[1:] - cum[:-1]).sum(axis=1)
 
 
 def period_loglik(kind: str, theta, counts, exposure, sumsq, noise_sd: float | None = None):
     """Per-period tempered log likelihood of one indicator given its parameter.
+
+    With the normalising terms (``log n!``, the signal's ``log 2πσ²``) the kinds' own
+    per-regime terms drop; for the three scalar kinds only (a test's reference).
 
     Parameters
     ----------
@@ -216,14 +231,15 @@ def transition_rows(scenario_set: ScenarioSet) -> list[tuple[int, list[int], np.
     return rows
 
 
-def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=pt):
+def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=pt,
+                  tallies=None):
     """Per-period log likelihood of the evidence given each scenario's own parameters.
 
     The term of the forward algorithm when the parameters are sampled: period t under
     scenario k contributes ``Σ_j log p(y_tj | θ[j, k])``. Terms that depend neither on θ nor on
     k (``log n!``, the signal's ``Σ w y²``) are dropped: they shift every scenario of a period
     alike, which leaves the filter and the gradient unchanged. Each kind's term is linear in
-    the statistics, so it is two matrix products per kind.
+    its statistics (`indicators.kinds.Kind.features`), so it is one matrix product per kind.
 
     Parameters
     ----------
@@ -232,47 +248,42 @@ def regime_loglik(scenario_set: ScenarioSet, counts, exposure, parameters, math=
     counts, exposure : array_like or TensorVariable
         (T, J) the set's evidence columns.
     parameters : mapping
-        ``rate`` / ``hazard`` / ``level`` → (..., J_kind, K) values, one entry per kind present.
+        Each kind's parameter name (`KIND_PARAMETER`) → (..., J_kind, K[, L]) values, one
+        entry per kind present.
     math : module
         ``pytensor.tensor`` inside the model, ``numpy`` for posterior draws.
+    tallies : array_like or TensorVariable, optional
+        (T, J, L) the categorical kinds' tallies (needed when the set has any).
 
     Returns
     -------
     (..., T, K) array or TensorVariable
 
     """
+    math = NUMPY if math is np else math
     total = 0.0
-    for kind, name in KIND_PARAMETER.items():
-        idx = kind_columns(scenario_set, kind)
-        if not idx:
-            continue
-        theta = parameters[name]
-        n, e = counts[:, idx], exposure[:, idx]
-        if kind == "count":
-            total = total + n @ math.log(theta) - e @ theta
-        elif kind == "milestone":
-            total = total + n @ math.log(theta) + (e - n) @ math.log1p(-theta)
-        else:
-            noise_var = np.array([scenario_set.indicators[j].noise_sd**2 for j in idx])
-            total = total + (n / noise_var) @ theta - (e / (2 * noise_var)) @ theta**2
+    for kind, idx, specs in kind_groups(scenario_set):
+        statistics = kind.regime_statistics(specs, counts[:, idx], exposure[:, idx],
+                                            None if tallies is None else tallies[:, idx],
+                                            math=math)
+        total = total + statistics @ kind.features(specs, parameters[kind.parameter],
+                                                   math=math)
     return total
 
 
-def _regime_likelihood(scenario_set: ScenarioSet, moves, parameters, by_kind):
+def _regime_likelihood(scenario_set: ScenarioSet, moves, parameters, statistics):
     """``log p(y | A, θ)`` through the fused `RegimeHMM` Op (the math of `regime_loglik`).
 
-    ``moves`` are the free rows of `transition_rows`, concatenated in that order; ``by_kind``
-    the statistics of `EvidenceArrays.by_kind`, as data.
+    ``moves`` are the free rows of `transition_rows`, concatenated in that order;
+    ``statistics`` the (T, F) data of `EvidenceArrays.by_kind`. The Op sees the features
+    φ(θ) (F, K) only; PyTensor carries the gradient from φ back to θ.
     """
-    k = len(scenario_set.scenarios)
-    rate, hazard, level = (parameters.get(name, pt.zeros((0, k)))
-                           for name in KIND_PARAMETER.values())
     rows, columns = zip(*[(row, column) for row, columns, _ in transition_rows(scenario_set)
                           for column in columns], strict=True)
-    statistics = [by_kind[f"{kind}_{part}"] for kind in KIND_PARAMETER
-                  for part in ("events", "exposure")]
+    features = pt.concatenate([kind.features(specs, parameters[kind.parameter], math=pt)
+                               for kind, _, specs in kind_groups(scenario_set)], axis=0)
     return regime_hmm_loglik(moves, rows, columns, np.asarray(scenario_set.prior, dtype=float),
-                             rate, hazard, level, *statistics)
+                             features, statistics)
 
 
 def build_model(scenario_set: ScenarioSet, evidence: Evidence,
@@ -321,31 +332,25 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         "scenario": list(scenario_set.scenario_ids),
         "indicator": list(scenario_set.indicator_ids),
     }
-    for kind in KIND_PARAMETER:
-        ids = [s.id for s in scenario_set.indicators if s.kind == kind]
-        if ids:
-            coords[f"{kind}_indicator"] = ids
+    groups = kind_groups(scenario_set)
+    for kind, _, specs in groups:
+        coords[f"{kind.lookup_name}_indicator"] = [s.id for s in specs]
+    width = category_width(scenario_set)
+    if width:
+        coords[CATEGORY] = list(range(width))
 
     with pm.Model(coords=coords) as model:
         counts = pm.Data("counts", arrays.counts)
         exposure = pm.Data("exposure", arrays.exposure)
         sumsq = pm.Data("sumsq", arrays.sumsq)
+        tallies = pm.Data("tallies", arrays.tallies) if width else None
 
         parameters = {}
-        for kind, name in KIND_PARAMETER.items():
-            idx = kind_columns(scenario_set, kind)
-            if not idx:
-                continue
-            specs = [scenario_set.indicators[j] for j in idx]
-            alpha = np.stack([s.alpha for s in specs])
-            beta = np.stack([s.beta for s in specs])
-            dims = (f"{kind}_indicator", "scenario")
-            if kind == "count":
-                parameters[name] = pm.Gamma(name, alpha=alpha, beta=beta, dims=dims)
-            elif kind == "milestone":
-                parameters[name] = pm.Beta(name, alpha=alpha, beta=beta, dims=dims)
-            else:
-                parameters[name] = pm.Normal(name, mu=alpha, sigma=beta, dims=dims)
+        for kind, _, specs in groups:
+            dims = (f"{kind.lookup_name}_indicator", "scenario")
+            parameters[kind.parameter] = kind.pymc_prior(
+                specs, kind.parameter, dims + ((CATEGORY,) if kind.n_strata(
+                    specs[0].indicator) > 1 else ()), pm, pt)
 
         if dynamic:
             free_rows = []
@@ -355,17 +360,19 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
                 model.add_coord(dim, [scenario_set.scenario_ids[c] for c in columns])
                 free_rows.append(pm.Dirichlet(f"transition_{source}", a=concentration,
                                               dims=dim))
-            by_kind = {name: pm.Data(name, value) for name, value in arrays.by_kind.items()}
+            statistics = pm.Data("regime_statistics", arrays.by_kind["regime_statistics"])
             pm.Potential("regime_likelihood", _regime_likelihood(
-                scenario_set, pt.concatenate(free_rows), parameters, by_kind))
+                scenario_set, pt.concatenate(free_rows), parameters, statistics))
         else:
             total_n, total_e, total_q = (x.sum(axis=0) for x in (counts, exposure, sumsq))
+            total_c = None if tallies is None else tallies.sum(axis=0)
             # not a Deterministic: it is data, the same in every draw (ExactPosterior has it)
-            log_m = log_marginal(scenario_set, total_n, total_e, total_q)
+            log_m = log_marginal(scenario_set, total_n, total_e, total_q, total_c)
             log_post = np.log(scenario_set.prior) + log_m.sum(axis=0)
             pm.Deterministic("scenario_probability", pt.special.softmax(log_post),
                              dims="scenario")
             # θ[j, k] given "k in force throughout": the likelihood of the totals, as one period
             pm.Potential("parameter_likelihood", regime_loglik(
-                scenario_set, total_n[None, :], total_e[None, :], parameters).sum())
+                scenario_set, total_n[None, :], total_e[None, :], parameters,
+                tallies=None if total_c is None else total_c[None]).sum())
     return model

@@ -4,8 +4,8 @@ A ``pytensor.scan`` forward pass costs ~130 µs per gradient and a minute to com
 (docs/design.md, "Why not NUTS over everything"); `RegimeHMM` runs a scaled forward–backward
 pass in numba: the log-likelihood, and
 its exact gradient from the posterior marginals — expected transition counts for ``A``,
-smoothed state probabilities times each period's derivative for θ, the first smoothed state
-for the prior. `filter_draws` filters many posterior draws at once.
+smoothed state probabilities times each period's statistics for the kinds' features φ(θ), the
+first smoothed state for the prior. `filter_draws` filters many posterior draws at once.
 """
 
 from __future__ import annotations
@@ -150,13 +150,15 @@ def filter_draws(transitions, log_emission, prior):
 
 
 @numba.njit(cache=True)
-def regime_forward_backward(transition, prior, rate, hazard, level, n_count, e_count,
-                            n_milestone, e_milestone, n_signal, e_signal):
+def regime_forward_backward(transition, prior, features, statistics):
     """Forward–backward pass with the emissions built from each scenario's parameters.
 
-    The emission of period t under scenario k is ``Σ_j log p(y_tj | θ[j, k])`` (θ-free terms
-    dropped, as `forecast.model.regime_loglik`); the gradient w.r.t. θ is the smoothed state
-    probability times the derivative of each period's term.
+    Every kind's per-regime log likelihood is linear in its statistics
+    (`indicators.kinds.Kind.features`): the emission of period t under scenario k is
+    ``Σ_f statistics[t, f] · features[f, k]`` (θ-free terms dropped, as
+    `forecast.model.regime_loglik`), so the gradient w.r.t. the features is
+    ``Σ_t statistics[t, f] · γ[t, k]`` with γ the smoothed state probabilities; PyTensor
+    carries it from the features back to θ.
 
     Parameters
     ----------
@@ -164,74 +166,46 @@ def regime_forward_backward(transition, prior, rate, hazard, level, n_count, e_c
         Row-stochastic transition matrix.
     prior : (K,) ndarray
         Initial state probabilities.
-    rate, hazard, level : (J_kind, K) ndarrays
-        Per-scenario parameters of the count, milestone and signal indicators (J_kind may be 0).
-    n_count, e_count, n_milestone, e_milestone : (T, J_kind) ndarrays
-        Weighted events and exposure of each kind.
-    n_signal, e_signal : (T, J_signal) ndarrays
-        Signal statistics pre-scaled by the noise: ``Σ w y / σ²`` and ``Σ w / (2 σ²)``.
+    features : (F, K) ndarray
+        φ(θ) of every kind, concatenated.
+    statistics : (T, F) ndarray
+        The statistics the features multiply.
 
     Returns
     -------
-    loglik, d_transition, d_prior, d_rate, d_hazard, d_level
+    loglik, d_transition, d_prior, d_features
 
     """
-    n_periods = n_count.shape[0]
+    n_periods, n_features = statistics.shape
     k = prior.shape[0]
-    log_rate = np.log(rate)
-    log_hazard = np.log(hazard)
-    log_miss = np.log1p(-hazard)
     log_emission = np.zeros((n_periods, k))
     for t in range(n_periods):
-        for s in range(k):
-            acc = 0.0
-            for j in range(rate.shape[0]):
-                acc += n_count[t, j] * log_rate[j, s] - e_count[t, j] * rate[j, s]
-            for j in range(hazard.shape[0]):
-                acc += (n_milestone[t, j] * log_hazard[j, s]
-                        + (e_milestone[t, j] - n_milestone[t, j]) * log_miss[j, s])
-            for j in range(level.shape[0]):
-                acc += n_signal[t, j] * level[j, s] - e_signal[t, j] * level[j, s] ** 2
-            log_emission[t, s] = acc
+        for f in range(n_features):
+            x = statistics[t, f]
+            if x != 0.0:
+                for s in range(k):
+                    log_emission[t, s] += x * features[f, s]
     loglik, d_transition, smoothed, d_prior = forward_backward(transition, log_emission, prior)
-    # Σ_t γ[t, k] ∂ℓ_tk/∂θ, with the sums over t first: no division in the inner loops
-    d_rate = np.zeros_like(rate)
-    d_hazard = np.zeros_like(hazard)
-    d_level = np.zeros_like(level)
-    for s in range(k):
-        for j in range(rate.shape[0]):
-            events = 0.0
-            exposure = 0.0
-            for t in range(n_periods):
-                events += smoothed[t, s] * n_count[t, j]
-                exposure += smoothed[t, s] * e_count[t, j]
-            d_rate[j, s] = events / rate[j, s] - exposure
-        for j in range(hazard.shape[0]):
-            hits = 0.0
-            misses = 0.0
-            for t in range(n_periods):
-                hits += smoothed[t, s] * n_milestone[t, j]
-                misses += smoothed[t, s] * (e_milestone[t, j] - n_milestone[t, j])
-            d_hazard[j, s] = hits / hazard[j, s] - misses / (1.0 - hazard[j, s])
-        for j in range(level.shape[0]):
-            first = 0.0
-            second = 0.0
-            for t in range(n_periods):
-                first += smoothed[t, s] * n_signal[t, j]
-                second += smoothed[t, s] * e_signal[t, j]
-            d_level[j, s] = first - 2.0 * second * level[j, s]
-    return loglik, d_transition, d_prior, d_rate, d_hazard, d_level
+    d_features = np.zeros((n_features, k))
+    for t in range(n_periods):
+        for f in range(n_features):
+            x = statistics[t, f]
+            if x != 0.0:
+                for s in range(k):
+                    d_features[f, s] += x * smoothed[t, s]
+    return loglik, d_transition, d_prior, d_features
 
 
 class RegimeHMM(Op):
-    """``log p(y)`` of the dynamic model given (A, θ), and its gradient, in one numba pass.
+    """``log p(y)`` of the dynamic model given (A, φ(θ)), and its gradient, in one numba pass.
 
     One Op instead of an emission graph feeding a forward–backward Op: the same numbers and far
     less to compile (`tests/forecast/test_horizon.py` holds it against `regime_loglik` +
     `forward_backward` and finite differences). The transition matrix enters as its free
     entries only (``moves``: the Dirichlet rows, concatenated), placed into the identity at
-    ``rows``/``columns`` inside the Op: a smaller graph than one ``set_subtensor`` per row
-    (measured: the same cost per gradient, ~35–41 µs for the whole model either way).
+    ``rows``/``columns`` inside the Op: a smaller graph than one ``set_subtensor`` per row.
+    The emissions enter as the kinds' features φ(θ) (F, K) and the statistics (T, F) they
+    multiply, so the Op knows no kind.
 
     Parameters
     ----------
@@ -242,7 +216,7 @@ class RegimeHMM(Op):
     """
 
     __props__ = ("rows", "columns")
-    n_parameters = 5  # moves, prior, rate, hazard, level; then six data inputs
+    n_parameters = 3  # moves, prior, features; then the statistics (data)
 
     def __init__(self, rows: tuple[int, ...], columns: tuple[int, ...]):
         self.rows = tuple(int(r) for r in rows)
@@ -250,7 +224,7 @@ class RegimeHMM(Op):
         super().__init__()
 
     def make_node(self, *inputs):
-        """Apply to (moves, prior, rate, hazard, level, six statistics), all float64."""
+        """Apply to (moves, prior, features, statistics), all float64."""
         inputs = [pt.as_tensor(x, dtype="float64") for x in inputs]
         outputs = [pt.scalar(dtype="float64")] + [x.type() for x in inputs[:self.n_parameters]]
         return Apply(self, inputs, outputs)
@@ -284,13 +258,12 @@ class RegimeHMM(Op):
 
 
 @numba.njit(cache=True)
-def regime_moves_forward_backward(moves, rows, columns, prior, rate, hazard, level, n_count,
-                                  e_count, n_milestone, e_milestone, n_signal, e_signal):
+def regime_moves_forward_backward(moves, rows, columns, prior, features, statistics):
     """`regime_forward_backward` with A given by its free entries (see `RegimeHMM`).
 
     Returns
     -------
-    loglik, d_moves, d_prior, d_rate, d_hazard, d_level
+    loglik, d_moves, d_prior, d_features
 
     """
     k = prior.shape[0]
@@ -299,24 +272,22 @@ def regime_moves_forward_backward(moves, rows, columns, prior, rate, hazard, lev
         transition[rows[i], rows[i]] = 0.0
     for i in range(rows.shape[0]):
         transition[rows[i], columns[i]] = moves[i]
-    loglik, d_transition, d_prior, d_rate, d_hazard, d_level = regime_forward_backward(
-        transition, prior, rate, hazard, level, n_count, e_count, n_milestone, e_milestone,
-        n_signal, e_signal)
+    loglik, d_transition, d_prior, d_features = regime_forward_backward(
+        transition, prior, features, statistics)
     d_moves = np.empty(rows.shape[0])
     for i in range(rows.shape[0]):
         d_moves[i] = d_transition[rows[i], columns[i]]
-    return loglik, d_moves, d_prior, d_rate, d_hazard, d_level
+    return loglik, d_moves, d_prior, d_features
 
 
-def regime_hmm_loglik(moves, rows, columns, prior, rate, hazard, level, n_count, e_count,
-                      n_milestone, e_milestone, n_signal, e_signal):
-    """``log p(y_1..T | A, θ)`` of the dynamic model (differentiable in the moves, prior, θ).
+def regime_hmm_loglik(moves, rows, columns, prior, features, statistics):
+    """``log p(y_1..T | A, θ)`` of the dynamic model (differentiable in moves, prior, features).
 
-    ``moves[i]`` is ``A[rows[i], columns[i]]``; rows not listed are the identity's.
+    ``moves[i]`` is ``A[rows[i], columns[i]]``; rows not listed are the identity's;
+    ``features`` (F, K) are φ(θ) and ``statistics`` (T, F) the data they multiply.
     """
     op = RegimeHMM(tuple(rows), tuple(columns))
-    return op(moves, prior, rate, hazard, level, n_count, e_count, n_milestone, e_milestone,
-              n_signal, e_signal)[0]
+    return op(moves, prior, features, statistics)[0]
 
 
 @register_funcify_default_op_cache_key(RegimeHMM)
@@ -325,11 +296,9 @@ def _numba_regime_hmm(op, node, **kwargs):
     columns = np.array(op.columns, dtype=np.int64)
 
     @numba.njit
-    def regime_hmm_numba(moves, prior, rate, hazard, level, n_count, e_count,
-                         n_milestone, e_milestone, n_signal, e_signal):
-        loglik, d_m, d_p, d_r, d_h, d_l = regime_moves_forward_backward(
-            moves, rows, columns, prior, rate, hazard, level, n_count, e_count, n_milestone,
-            e_milestone, n_signal, e_signal)
-        return np.asarray(loglik), d_m, d_p, d_r, d_h, d_l
+    def regime_hmm_numba(moves, prior, features, statistics):
+        loglik, d_m, d_p, d_f = regime_moves_forward_backward(
+            moves, rows, columns, prior, features, statistics)
+        return np.asarray(loglik), d_m, d_p, d_f
 
     return regime_hmm_numba, SOURCE_VERSION

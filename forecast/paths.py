@@ -31,7 +31,8 @@ import numba
 import numpy as np
 from scipy.special import gammaln
 
-from forecast.model import EvidenceArrays, kind_columns, transition_rows
+from forecast.model import EvidenceArrays, kind_groups, transition_rows
+from indicators.kinds import count, get_kind, level, milestone, signal
 from priors import ScenarioSet
 
 __all__ = [
@@ -50,35 +51,32 @@ __all__ = [
 class PathModel:
     """What the path posterior needs: prior, transition structure, conjugate priors, evidence.
 
-    Arrays by kind (c: count, m: milestone, s: signal): ``n_*`` and ``e_*`` are the (T, J_kind)
-    weighted events and exposure (signals: Σ w y and Σ w), ``q_s`` the signals' Σ w y²; ``a_*``
-    and ``b_*`` the (J_kind, K) conjugate parameters (signals: prior mean and sd); ``var_s``
-    the signals' known noise variance.
+    ``statistics`` (T, F) holds each indicator's pooled statistics side by side
+    (`indicators.kinds.Kind.path_statistics`: a count's n and e, a signal's Σwy, Σw, Σwy², a
+    level's tallies), indicator g in columns ``offsets[g]:offsets[g + 1]``; ``codes`` (G,)
+    its kind's rank and ``params`` (G, K, P) its conjugate parameters
+    (`~indicators.kinds.Kind.path_parameters`, zero-padded), which the jitted `_marginal`
+    reads. ``counts``, ``exposure``, ``tallies`` are the evidence columns the conjugate
+    conditionals (`conditional_draws`) pool, ``groups`` the set's `kind_groups`.
     """
 
     prior: np.ndarray
     allowed: np.ndarray  # (K, K) bool: the moves a path may make (the diagonal is False)
     conc: np.ndarray  # (K, K) Dirichlet concentration of each free row (0 outside its columns)
     free: np.ndarray  # (K,) bool: rows with a Dirichlet prior (others absorb)
-    n_c: np.ndarray
-    e_c: np.ndarray
-    a_c: np.ndarray
-    b_c: np.ndarray
-    n_m: np.ndarray
-    e_m: np.ndarray
-    a_m: np.ndarray
-    b_m: np.ndarray
-    n_s: np.ndarray
-    e_s: np.ndarray
-    q_s: np.ndarray
-    a_s: np.ndarray
-    b_s: np.ndarray
-    var_s: np.ndarray
+    statistics: np.ndarray
+    codes: np.ndarray
+    offsets: np.ndarray
+    params: np.ndarray
+    counts: np.ndarray
+    exposure: np.ndarray
+    tallies: np.ndarray | None
+    groups: tuple
 
     @property
     def n_periods(self) -> int:
         """T."""
-        return self.n_c.shape[0]
+        return self.statistics.shape[0]
 
     @property
     def n_states(self) -> int:
@@ -116,23 +114,28 @@ def path_model(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> PathModel:
         free[row] = True
     allowed = (conc > 0) & ~np.eye(k, dtype=bool)
 
-    def part(kind: str):
-        idx = kind_columns(scenario_set, kind)
-        specs = [scenario_set.indicators[j] for j in idx]
-        a = np.array([s.alpha for s in specs], dtype=float).reshape(len(idx), k)
-        b = np.array([s.beta for s in specs], dtype=float).reshape(len(idx), k)
-        n = np.ascontiguousarray(arrays.counts[:, idx], dtype=float)
-        e = np.ascontiguousarray(arrays.exposure[:, idx], dtype=float)
-        return n, e, a, b, specs, idx
-
-    n_c, e_c, a_c, b_c, _, _ = part("count")
-    n_m, e_m, a_m, b_m, _, _ = part("milestone")
-    n_s, e_s, a_s, b_s, signals, idx = part("signal")
+    columns, parameters, codes = [], [], []
+    for j, spec in enumerate(scenario_set.indicators):
+        kind = get_kind(spec.kind)
+        width = kind.n_strata(spec.indicator)
+        tallies = arrays.tallies[:, j, :width] if width > 1 else None
+        columns.append(kind.path_statistics(spec, arrays.counts[:, j], arrays.exposure[:, j],
+                                            arrays.sumsq[:, j], tallies))
+        parameters.append(kind.path_parameters(spec))
+        codes.append(kind.rank)
+    offsets = np.concatenate([[0], np.cumsum([c.shape[1] for c in columns])]).astype(np.int64)
+    params = np.zeros((len(parameters), k, max((x.shape[1] for x in parameters), default=0)))
+    for g, x in enumerate(parameters):
+        params[g, :, :x.shape[1]] = x
+    t_len = arrays.counts.shape[0]
     return PathModel(
         prior=np.asarray(scenario_set.prior, dtype=float), allowed=allowed, conc=conc,
-        free=free, n_c=n_c, e_c=e_c, a_c=a_c, b_c=b_c, n_m=n_m, e_m=e_m, a_m=a_m, b_m=b_m,
-        n_s=n_s, e_s=e_s, q_s=np.ascontiguousarray(arrays.sumsq[:, idx], dtype=float),
-        a_s=a_s, b_s=b_s, var_s=np.array([s.noise_sd**2 for s in signals], dtype=float))
+        free=free,
+        statistics=np.ascontiguousarray(np.concatenate(columns, axis=1) if columns
+                                        else np.zeros((t_len, 0))),
+        codes=np.array(codes, dtype=np.int64), offsets=offsets, params=params,
+        counts=arrays.counts, exposure=arrays.exposure, tallies=arrays.tallies,
+        groups=tuple(kind_groups(scenario_set)))
 
 
 def path_counts(model: PathModel, max_segments: int):
@@ -158,42 +161,31 @@ def _prefix(x):
 
 
 @numba.njit(cache=True)
-def _betaln(a, b):
-    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-
-@numba.njit(cache=True)
-def _marginal(k, sums, a_c, b_c, a_m, b_m, a_s, b_s, var_s):
+def _marginal(k, sums, codes, offsets, params):
     """Log marginal likelihood of pooled statistics under scenario k (all indicators).
 
-    ``sums`` holds, in order, the counts' n and e, the milestones' n and e, the signals' Σwy,
-    Σw and Σwy².
+    ``sums`` holds each indicator's pooled statistics at ``offsets`` (see `PathModel`). Numba
+    cannot call through the Python registry, so this names each kind's jitted term once, by
+    its rank (`indicators.kinds`): a new kind adds one branch here.
     """
-    jc, jm, js = a_c.shape[0], a_m.shape[0], a_s.shape[0]
     out = 0.0
-    for j in range(jc):
-        n, e = sums[j], sums[jc + j]
-        a, b = a_c[j, k], b_c[j, k]
-        out += a * math.log(b) - math.lgamma(a) + math.lgamma(a + n) - (a + n) * math.log(b + e)
-    base = 2 * jc
-    for j in range(jm):
-        n, e = sums[base + j], sums[base + jm + j]
-        out += _betaln(a_m[j, k] + n, b_m[j, k] + (e - n)) - _betaln(a_m[j, k], b_m[j, k])
-    base += 2 * jm
-    for j in range(js):
-        n, e, q = sums[base + j], sums[base + js + j], sums[base + 2 * js + j]
-        prior_prec = 1.0 / b_s[j, k] ** 2
-        post_prec = prior_prec + e / var_s[j]
-        shift = a_s[j, k] * prior_prec + n / var_s[j]
-        out += -0.5 * math.log(post_prec / prior_prec) - 0.5 * (
-            q / var_s[j] + a_s[j, k] ** 2 * prior_prec - shift**2 / post_prec)
+    for g in range(codes.shape[0]):
+        start, stop = offsets[g], offsets[g + 1]
+        if codes[g] == 0:
+            out += count.path_marginal(sums, start, stop, params[g, k])
+        elif codes[g] == 1:
+            out += milestone.path_marginal(sums, start, stop, params[g, k])
+        elif codes[g] == 2:
+            out += signal.path_marginal(sums, start, stop, params[g, k])
+        else:
+            out += level.path_marginal(sums, start, stop, params[g, k])
     return out
 
 
 @numba.njit(cache=True)
-def _interval_table(prefix, a_c, b_c, a_m, b_m, a_s, b_s, var_s):
+def _interval_table(prefix, codes, offsets, params):
     """(K, T + 1, T + 1): the log marginal of periods [a, b) under each scenario."""
-    k = a_c.shape[1] if a_c.shape[0] else (a_m.shape[1] if a_m.shape[0] else a_s.shape[1])
+    k = params.shape[1]
     t_len = prefix.shape[0] - 1
     table = np.zeros((k, t_len + 1, t_len + 1))
     sums = np.empty(prefix.shape[1])
@@ -202,13 +194,13 @@ def _interval_table(prefix, a_c, b_c, a_m, b_m, a_s, b_s, var_s):
             for b in range(a + 1, t_len + 1):
                 for j in range(prefix.shape[1]):
                     sums[j] = prefix[b, j] - prefix[a, j]
-                table[s, a, b] = _marginal(s, sums, a_c, b_c, a_m, b_m, a_s, b_s, var_s)
+                table[s, a, b] = _marginal(s, sums, codes, offsets, params)
     return table
 
 
 @numba.njit(cache=True)
 def _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_stay, lg_total,
-                 move_const, moves_out, free, a_c, b_c, a_m, b_m, a_s, b_s, var_s, sums,
+                 move_const, moves_out, free, codes, offsets, params, sums,
                  stays, visits):
     """Log p(z, y) of the path through ``pattern`` with segment ends ``bounds``."""
     n_seg = pattern.shape[0]
@@ -241,7 +233,7 @@ def _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_
                     for j in range(sums.shape[0]):
                         sums[j] += prefix[end, j] - prefix[start, j]
                 start = end
-            w += _marginal(s, sums, a_c, b_c, a_m, b_m, a_s, b_s, var_s)
+            w += _marginal(s, sums, codes, offsets, params)
     return w
 
 
@@ -272,7 +264,7 @@ def _scratch(n_seg, k, width):
 
 @numba.njit(parallel=True, cache=True)
 def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table, prefix,
-                  lg_stay, lg_total, free, a_c, b_c, a_m, b_m, a_s, b_s, var_s):
+                  lg_stay, lg_total, free, codes, offsets, params):
     """Per pattern: (max log weight, Σ exp(w − max)) over its every boundary set."""
     n_pat, n_seg = patterns.shape
     k = log_prior.shape[0]
@@ -285,8 +277,8 @@ def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table
         if n_seg - 1 <= t_len - 1:
             while True:
                 w = _path_weight(patterns[p], bounds, t_len, log_prior, table, repeated[p],
-                                 prefix, lg_stay, lg_total, consts[p], moves_out[p], free, a_c,
-                                 b_c, a_m, b_m, a_s, b_s, var_s, sums, stays, visits)
+                                 prefix, lg_stay, lg_total, consts[p], moves_out[p], free, codes,
+                                 offsets, params, sums, stays, visits)
                 if w > best:
                     total = total * math.exp(best - w) + 1.0 if best > -np.inf else 1.0
                     best = w
@@ -311,7 +303,7 @@ def _has_successor(bounds, t_len):
 
 @numba.njit(cache=True)
 def _pick(pattern, targets, log_scale, const, moves_out, repeated, t_len, log_prior, table,
-          prefix, lg_stay, lg_total, free, a_c, b_c, a_m, b_m, a_s, b_s, var_s, out, row):
+          prefix, lg_stay, lg_total, free, codes, offsets, params, out, row):
     """Write the paths of one pattern at which its cumulative mass passes each target.
 
     The paths are walked in enumeration order; ``targets`` are sorted shares in [0, 1).
@@ -323,7 +315,7 @@ def _pick(pattern, targets, log_scale, const, moves_out, repeated, t_len, log_pr
     picked = 0
     while True:
         w = _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_stay,
-                         lg_total, const, moves_out, free, a_c, b_c, a_m, b_m, a_s, b_s, var_s,
+                         lg_total, const, moves_out, free, codes, offsets, params,
                          sums, stays, visits)
         cumulative += math.exp(w - log_scale)
         more = n_seg > 1 and _has_successor(bounds, t_len)
@@ -387,11 +379,8 @@ class PathSums:
 def _tables(model: PathModel, max_segments: int):
     """Everything `_path_weight` reads, precomputed."""
     t_len, k = model.n_periods, model.n_states
-    stats = np.concatenate([model.n_c, model.e_c, model.n_m, model.e_m, model.n_s, model.e_s,
-                            model.q_s], axis=1)
-    prefix = _prefix(np.ascontiguousarray(stats))
-    table = _interval_table(prefix, model.a_c, model.b_c, model.a_m, model.b_m, model.a_s,
-                            model.b_s, model.var_s)
+    prefix = _prefix(model.statistics)
+    table = _interval_table(prefix, model.codes, model.offsets, model.params)
     lg_stay = np.zeros((k, t_len + 1))
     lg_total = np.zeros((k, t_len + max_segments + 1))
     n = np.arange(t_len + 1, dtype=float)
@@ -452,9 +441,8 @@ def enumerate_paths(model: PathModel, max_segments: int) -> PathSums:
             continue
         consts, moves_out, repeated = _pattern_constants(model, patterns)
         best, total = _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior,
-                                    table, prefix, lg_stay, lg_total, model.free, model.a_c,
-                                    model.b_c, model.a_m, model.b_m, model.a_s, model.b_s,
-                                    model.var_s)
+                                    table, prefix, lg_stay, lg_total, model.free, model.codes,
+                                    model.offsets, model.params)
         with np.errstate(divide="ignore"):
             masses.append(best + np.log(total))
         patterns_by_s.append(patterns)
@@ -489,8 +477,8 @@ def sample_paths(model: PathModel, sums: PathSums, n: int, rng: np.random.Genera
         inside = (targets[which == b] - edges[b]) / mass[b]
         row = _pick(patterns[p], np.ascontiguousarray(inside), sums.log_mass[s][p], consts[0],
                     moves_out[0], repeated[0], model.n_periods, log_prior, table, prefix,
-                    lg_stay, lg_total, model.free, model.a_c, model.b_c, model.a_m,
-                    model.b_m, model.a_s, model.b_s, model.var_s, out, row)
+                    lg_stay, lg_total, model.free, model.codes, model.offsets, model.params,
+                    out, row)
     return out
 
 
@@ -522,18 +510,12 @@ def conditional_draws(model: PathModel, paths: np.ndarray,
         return np.einsum("stk,tj->sjk", one_hot, x)
 
     parameters = {}
-    if model.n_c.shape[1]:
-        shape = model.a_c + pooled(model.n_c)
-        parameters["rate"] = rng.gamma(shape) / (model.b_c + pooled(model.e_c))
-    if model.n_m.shape[1]:
-        n_m, e_m = pooled(model.n_m), pooled(model.e_m)
-        hazard = rng.beta(model.a_m + n_m, model.b_m + (e_m - n_m))
-        parameters["hazard"] = np.clip(hazard, 1e-300, 1.0 - 1e-16)
-    if model.n_s.shape[1]:
-        var = model.var_s[None, :, None]
-        precision = 1.0 / model.b_s**2 + pooled(model.e_s) / var
-        mean = (model.a_s / model.b_s**2 + pooled(model.n_s) / var) / precision
-        parameters["level"] = mean + rng.standard_normal(mean.shape) / np.sqrt(precision)
+    for kind, idx, specs in model.groups:
+        statistics = {"counts": pooled(model.counts[:, idx]),
+                      "exposure": pooled(model.exposure[:, idx])}
+        if model.tallies is not None:
+            statistics["tallies"] = np.einsum("stk,tjl->sjkl", one_hot, model.tallies[:, idx])
+        parameters[kind.parameter] = kind.conditional_draw(specs, statistics, rng)
     return transitions, parameters
 
 
@@ -618,8 +600,8 @@ def all_paths(model: PathModel) -> tuple[np.ndarray, np.ndarray]:
         consts, moves_out, repeated = _pattern_constants(model, pattern[None, :])
         w = _path_weight(pattern, change.astype(np.int64), t_len, log_prior, table,
                          repeated[0], prefix, lg_stay, lg_total, consts[0], moves_out[0],
-                         model.free, model.a_c, model.b_c, model.a_m, model.b_m, model.a_s,
-                         model.b_s, model.var_s, np.empty(prefix.shape[1]),
+                         model.free, model.codes, model.offsets, model.params,
+                         np.empty(prefix.shape[1]),
                          np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64))
         paths.append(path)
         weights.append(w)
@@ -631,7 +613,7 @@ def all_paths(model: PathModel) -> tuple[np.ndarray, np.ndarray]:
 
 @numba.njit(cache=True)
 def score_paths(paths, log_prior, conc, free, allowed, table, prefix, lg_stay, lg_total,
-                a_c, b_c, a_m, b_m, a_s, b_s, var_s):
+                codes, offsets, params):
     """Log p(z, y) of any paths (the same units as `enumerate_paths`), and their segments.
 
     A path that makes a move the set forbids, or starts where the prior is 0, scores −inf.
@@ -705,7 +687,7 @@ def score_paths(paths, log_prior, conc, free, allowed, table, prefix, lg_stay, l
                     t = end
                 else:
                     t += 1
-            w += _marginal(s, sums, a_c, b_c, a_m, b_m, a_s, b_s, var_s)
+            w += _marginal(s, sums, codes, offsets, params)
         out[i] = w
     return out, segments
 
@@ -778,7 +760,6 @@ def scorer(model: PathModel):
     def score(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return score_paths(np.ascontiguousarray(paths, dtype=np.int64), log_prior, model.conc,
                            model.free, model.allowed, table, prefix, lg_stay, lg_total,
-                           model.a_c, model.b_c, model.a_m, model.b_m, model.a_s, model.b_s,
-                           model.var_s)
+                           model.codes, model.offsets, model.params)
 
     return score

@@ -43,7 +43,7 @@ __all__ = ["NUMPY", "Expectation", "Kind", "Prior", "Statistics", "Sums", "get_k
 #: The NumPy side of the ``math`` namespace the kinds' formulas are written against
 #: (``pytensor.tensor`` is the other: it has the same names).
 NUMPY = SimpleNamespace(log=np.log, log1p=np.log1p, gammaln=special.gammaln, exp=np.exp,
-                        sum=np.sum, sqrt=np.sqrt)
+                        sum=np.sum, sqrt=np.sqrt, stack=np.stack, concatenate=np.concatenate)
 
 
 class Expectation(BaseModel):
@@ -209,8 +209,12 @@ class Kind:
         """
         raise NotImplementedError
 
-    def regime_statistics(self, specs: Sequence[Any], counts, exposure, tallies) -> np.ndarray:
-        """(T, F) the statistics the per-regime log likelihood is linear in."""
+    def regime_statistics(self, specs: Sequence[Any], counts, exposure, tallies, math=NUMPY):
+        """(T, F) the statistics the per-regime log likelihood is linear in.
+
+        ``counts``, ``exposure`` (T, J_kind), ``tallies`` (T, J_kind, L) or None; arrays or
+        tensors (``math`` says which).
+        """
         raise NotImplementedError
 
     def features(self, specs: Sequence[Any], theta, math=NUMPY):
@@ -221,6 +225,11 @@ class Kind:
         """Keyword arguments of `distribution` for the set's indicators of this kind."""
         return {"alpha": np.stack([s.alpha for s in specs]),
                 "beta": np.stack([s.beta for s in specs])}
+
+    def pymc_prior(self, specs: Sequence[Any], name: str, dims: tuple[str, ...], pm: Any,
+                   pt: Any) -> Any:
+        """The parameter's prior as a PyMC variable (``pm``, ``pt``: the modules, passed in)."""
+        return getattr(pm, self.distribution)(name, **self.prior_parameters(specs), dims=dims)
 
     def conditional_draw(self, specs: Sequence[Any], pooled: dict[str, np.ndarray],
                          rng: np.random.Generator) -> np.ndarray:
@@ -259,8 +268,6 @@ def number(raw: Any) -> float:
 
 def concat_features(math: Any, parts: Sequence[Any]) -> Any:
     """Concatenate (..., J, K) feature blocks along the statistic axis (NumPy or PyTensor)."""
-    if math is NUMPY:
-        return np.concatenate(parts, axis=-2)
     return math.concatenate(parts, axis=-2)
 
 

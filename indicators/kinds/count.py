@@ -7,6 +7,9 @@ Tempered log likelihood ``n·log λ − e·λ`` (+ const); conjugate marginal
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -34,6 +37,12 @@ class CountExpectation(Expectation):
 def gamma_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
     """Gamma(shape, rate) with the given mean and sd: shape = (m/s)², rate = m/s²."""
     return (mean / sd) ** 2, mean / sd**2
+
+
+def log_marginal_count(alpha, beta, events, exposure):
+    """The oracle's term: Poisson counts' log marginal likelihood under a Gamma(α, β) rate."""
+    return (alpha * np.log(beta) - special.gammaln(alpha) + special.gammaln(alpha + events)
+            - (alpha + events) * np.log(beta + exposure))
 
 
 @register
@@ -72,15 +81,13 @@ class Count(Kind):
                 - (alpha + n) * math.log(beta + e))
 
     def oracle_log_marginal(self, spec, n, e, q, c):  # noqa: D102
-        alpha, beta = np.asarray(spec.alpha), np.asarray(spec.beta)
-        return (special.gammaln(alpha + n) - special.gammaln(alpha)
-                + alpha * np.log(beta / (beta + e)) - n * np.log(beta + e))
+        return log_marginal_count(spec.alpha, spec.beta, n, e)
 
     def posterior_mean(self, spec, n, e, q, c):  # noqa: D102
         return (spec.alpha + n) / (spec.beta + e)
 
-    def regime_statistics(self, specs, counts, exposure, tallies):  # noqa: D102
-        return np.concatenate([counts, exposure], axis=1)
+    def regime_statistics(self, specs, counts, exposure, tallies, math=NUMPY):  # noqa: D102
+        return math.concatenate([counts, exposure], axis=1)
 
     def features(self, specs, theta, math=NUMPY):  # noqa: D102
         return concat_features(math, [math.log(theta), -theta])
@@ -101,4 +108,11 @@ class Count(Kind):
         return np.stack([spec.alpha, spec.beta], axis=1)
 
 
-__all__ = ["Count", "CountExpectation", "gamma_from_mean_sd"]
+@numba.njit(cache=True)
+def path_marginal(sums, start, stop, p):
+    """`Count.log_marginal` of pooled (n, e) at ``sums[start:]``, ``p`` = (α, β); jitted."""
+    n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
+    return a * math.log(b) - math.lgamma(a) + math.lgamma(a + n) - (a + n) * math.log(b + e)
+
+
+__all__ = ["Count", "CountExpectation", "gamma_from_mean_sd", "log_marginal_count"]

@@ -17,8 +17,9 @@ zero past an indicator's own number of levels.
 
 from __future__ import annotations
 
-import math as _math
+import math
 
+import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -53,6 +54,22 @@ def _levels(indicator) -> tuple[str, ...]:
 def max_levels(specs) -> int:
     """The largest number of levels among ``specs`` (0 if none)."""
     return max((len(_levels(s.indicator)) for s in specs), default=0)
+
+
+def log_marginal_level(alpha, tallies):
+    """The oracle's term: tempered categorical draws' log marginal under a Dirichlet(α).
+
+    ``ln B(α + c) − ln B(α)``, B the multivariate Beta function.
+
+    ``alpha`` (K, L) per scenario, ``tallies`` (..., L); returns (..., K).
+    """
+    alpha = np.asarray(alpha, dtype=float)
+    tallies = np.asarray(tallies, dtype=float)[..., None, :]
+
+    def log_beta(x):
+        return special.gammaln(x).sum(axis=-1) - special.gammaln(x.sum(axis=-1))
+
+    return log_beta(alpha + tallies) - log_beta(alpha)
 
 
 @register
@@ -102,7 +119,7 @@ class Level(Kind):
                 index = float(raw.strip())
             except ValueError:
                 index = None
-        if (index is None or not _math.isfinite(index) or not index.is_integer()
+        if (index is None or not math.isfinite(index) or not index.is_integer()
                 or not 0 <= index < len(levels)):
             raise InvalidObservation("value", f"{raw!r} is not a level; {hint}")
         return index
@@ -159,11 +176,7 @@ class Level(Kind):
                 + math.sum(math.gammaln(a + c) - math.gammaln(a), axis=-1))
 
     def oracle_log_marginal(self, spec, n, e, q, c):  # noqa: D102
-        def log_beta(x):  # the multivariate Beta function, ln B(x) = Σ lnΓ(x_l) − lnΓ(Σ x_l)
-            return special.gammaln(x).sum(axis=-1) - special.gammaln(x.sum(axis=-1))
-
-        a = np.asarray(spec.alpha)
-        return log_beta(a + np.asarray(c)[..., None, :]) - log_beta(a)
+        return log_marginal_level(spec.alpha, c)
 
     def posterior_mean(self, spec, n, e, q, c):
         """The posterior mean of the level's index, Σ_l l·E[p_l] (a scalar per scenario)."""
@@ -172,9 +185,9 @@ class Level(Kind):
                                                  )[..., None]
         return (p * np.arange(a.shape[-1])).sum(axis=-1)
 
-    def regime_statistics(self, specs, counts, exposure, tallies):  # noqa: D102
-        return np.concatenate([tallies[:, j, :len(_levels(s.indicator))]
-                               for j, s in enumerate(specs)], axis=1)
+    def regime_statistics(self, specs, counts, exposure, tallies, math=NUMPY):  # noqa: D102
+        return math.concatenate([tallies[:, j, :len(_levels(s.indicator))]
+                                 for j, s in enumerate(specs)], axis=1)
 
     def features(self, specs, theta, math=NUMPY):  # noqa: D102
         # theta (..., J, K, L_max) → log p, (..., Σ L_j, K)
@@ -192,6 +205,17 @@ class Level(Kind):
         for j, s in enumerate(specs):
             out[j, :, :s.alpha.shape[1]] = s.alpha
         return out
+
+    def pymc_prior(self, specs, name, dims, pm, pt):
+        """One Dirichlet per indicator (its own number of levels), stacked zero-padded."""
+        width = max_levels(specs)
+        blocks = []
+        for s in specs:
+            p = pm.Dirichlet(f"{name}_{s.id}", a=np.asarray(s.alpha, dtype=float))
+            pad = width - s.alpha.shape[1]
+            blocks.append(pt.concatenate([p, pt.zeros((s.alpha.shape[0], pad))], axis=-1)
+                          if pad else p)
+        return pm.Deterministic(name, pt.stack(blocks), dims=dims)
 
     def conditional_draw(self, specs, pooled, rng):  # noqa: D102
         g = rng.gamma(self.padded_alpha(specs) + pooled["tallies"])  # shape 0 draws 0
@@ -217,4 +241,18 @@ class Level(Kind):
         return np.asarray(spec.alpha, dtype=float)
 
 
-__all__ = ["Level", "LevelExpectation", "max_levels"]
+@numba.njit(cache=True)
+def path_marginal(sums, start, stop, p):
+    """`Level.log_marginal` of pooled tallies ``sums[start:stop]``, Dirichlet α = ``p``; jitted."""
+    total_a = 0.0
+    total_c = 0.0
+    out = 0.0
+    for i in range(stop - start):
+        a, c = p[i], sums[start + i]
+        total_a += a
+        total_c += c
+        out += math.lgamma(a + c) - math.lgamma(a)
+    return out + math.lgamma(total_a) - math.lgamma(total_a + total_c)
+
+
+__all__ = ["Level", "LevelExpectation", "log_marginal_level", "max_levels"]

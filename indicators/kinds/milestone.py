@@ -13,8 +13,9 @@ Tempered log likelihood ``n·log h + (e − n)·log(1 − h)``; conjugate margin
 
 from __future__ import annotations
 
-import math as _math
+import math
 
+import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -52,7 +53,7 @@ def beta_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
     if sd**2 >= limit:
         raise ValueError(
             f"sd {sd:g} is too wide for a Beta with mean {mean:g}: "
-            f"sd must be below {_math.sqrt(limit):.4g} (sqrt(mean·(1−mean)))"
+            f"sd must be below {math.sqrt(limit):.4g} (sqrt(mean·(1−mean)))"
         )
     common = limit / sd**2 - 1.0
     return mean * common, (1.0 - mean) * common
@@ -60,6 +61,11 @@ def beta_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
 
 def _betaln(math, a, b):
     return math.gammaln(a) + math.gammaln(b) - math.gammaln(a + b)
+
+
+def log_marginal_milestone(a, b, successes, failures):
+    """The oracle's term: a milestone's periods' log marginal under a Beta(a, b) hazard."""
+    return special.betaln(a + successes, b + failures) - special.betaln(a, b)
 
 
 @register
@@ -115,14 +121,13 @@ class Milestone(Kind):
         return _betaln(math, a + n, b + (e - n)) - _betaln(math, a, b)
 
     def oracle_log_marginal(self, spec, n, e, q, c):  # noqa: D102
-        return special.betaln(spec.alpha + n, spec.beta + e - n) - special.betaln(spec.alpha,
-                                                                                  spec.beta)
+        return log_marginal_milestone(spec.alpha, spec.beta, n, e - n)
 
     def posterior_mean(self, spec, n, e, q, c):  # noqa: D102
         return (spec.alpha + n) / (spec.alpha + spec.beta + e)
 
-    def regime_statistics(self, specs, counts, exposure, tallies):  # noqa: D102
-        return np.concatenate([counts, exposure], axis=1)
+    def regime_statistics(self, specs, counts, exposure, tallies, math=NUMPY):  # noqa: D102
+        return math.concatenate([counts, exposure], axis=1)
 
     def features(self, specs, theta, math=NUMPY):  # noqa: D102
         log_miss = math.log1p(-theta)
@@ -145,4 +150,12 @@ class Milestone(Kind):
         return np.stack([spec.alpha, spec.beta], axis=1)
 
 
-__all__ = ["Milestone", "MilestoneExpectation", "beta_from_mean_sd"]
+@numba.njit(cache=True)
+def path_marginal(sums, start, stop, p):
+    """`Milestone.log_marginal` of pooled (n, e), parameters (a, b); jitted."""
+    n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
+    return (math.lgamma(a + n) + math.lgamma(b + e - n) - math.lgamma(a + b + e)
+            - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
+
+
+__all__ = ["Milestone", "MilestoneExpectation", "beta_from_mean_sd", "log_marginal_milestone"]

@@ -7,8 +7,9 @@ Evidence: ``counts`` Σ w·y, ``exposure`` Σ w, ``sumsq`` Σ w·y². Tempered l
 
 from __future__ import annotations
 
-import math as _math
+import math
 
+import numba
 import numpy as np
 from pydantic import Field, field_validator
 
@@ -33,14 +34,25 @@ class SignalExpectation(Expectation):
     @field_validator("mean")
     @classmethod
     def _finite(cls, value: float) -> float:
-        if not _math.isfinite(value):
+        if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
 
 
 def _noise_ok(noise) -> bool:
     return (noise is not None and not isinstance(noise, bool) and isinstance(noise, int | float)
-            and _math.isfinite(noise) and noise > 0)
+            and math.isfinite(noise) and noise > 0)
+
+
+def log_marginal_signal(prior_mean, prior_sd, noise_sd, weight, wsum, wsumsq):
+    """The oracle's term: weighted Normal signal values' log marginal under a Normal mean."""
+    prior_prec = 1.0 / prior_sd**2
+    data_prec = weight / noise_sd**2
+    post_prec = prior_prec + data_prec
+    shift = prior_mean * prior_prec + wsum / noise_sd**2
+    return -0.5 * np.log(post_prec / prior_prec) - 0.5 * (
+        wsumsq / noise_sd**2 + prior_mean**2 * prior_prec - shift**2 / post_prec
+    )
 
 
 @register
@@ -95,18 +107,15 @@ class Signal(Kind):
             q / noise_var + spec.alpha**2 * prior_prec - shift**2 / post_prec)
 
     def oracle_log_marginal(self, spec, n, e, q, c):  # noqa: D102
-        m, s, sigma = np.asarray(spec.alpha), np.asarray(spec.beta), spec.noise_sd
-        precision = 1 / s**2 + e / sigma**2
-        return -0.5 * np.log(1 + s**2 * e / sigma**2) - 0.5 * (
-            q / sigma**2 + m**2 / s**2 - (m / s**2 + n / sigma**2) ** 2 / precision)
+        return log_marginal_signal(spec.alpha, spec.beta, spec.noise_sd, e, n, q)
 
     def posterior_mean(self, spec, n, e, q, c):  # noqa: D102
         precision = 1 / spec.beta**2 + e / spec.noise_sd**2
         return (spec.alpha / spec.beta**2 + n / spec.noise_sd**2) / precision
 
-    def regime_statistics(self, specs, counts, exposure, tallies):  # noqa: D102
+    def regime_statistics(self, specs, counts, exposure, tallies, math=NUMPY):  # noqa: D102
         noise_var = np.array([s.noise_sd**2 for s in specs])
-        return np.concatenate([counts / noise_var, exposure / (2 * noise_var)], axis=1)
+        return math.concatenate([counts / noise_var, exposure / (2 * noise_var)], axis=1)
 
     def features(self, specs, theta, math=NUMPY):  # noqa: D102
         return concat_features(math, [theta, -theta**2])
@@ -131,4 +140,16 @@ class Signal(Kind):
                         axis=1)
 
 
-__all__ = ["Signal", "SignalExpectation"]
+@numba.njit(cache=True)
+def path_marginal(sums, start, stop, p):
+    """`Signal.log_marginal` of pooled (Σwy, Σw, Σwy²), parameters (m, s, σ²); jitted."""
+    n, e, q = sums[start], sums[start + 1], sums[start + 2]
+    mean, sd, var = p[0], p[1], p[2]
+    prior_prec = 1.0 / sd**2
+    post_prec = prior_prec + e / var
+    shift = mean * prior_prec + n / var
+    return -0.5 * math.log(post_prec / prior_prec) - 0.5 * (
+        q / var + mean**2 * prior_prec - shift**2 / post_prec)
+
+
+__all__ = ["Signal", "SignalExpectation", "log_marginal_signal"]

@@ -18,7 +18,7 @@ from forecast.horizon import (
     state_forecast,
     timing,
 )
-from forecast.model import EvidenceArrays, regime_loglik
+from forecast.model import EvidenceArrays, kind_groups, regime_loglik
 from forecast.ops import filter_draws, forward_backward, regime_forward_backward
 
 from .conftest import make_evidence, simulate
@@ -177,38 +177,44 @@ def test_milestone_reported_before_the_window_is_read_as_having_happened(milesto
     assert milestones["command"]["occurred"] is None and 0 < milestones["command"]["p_by_end"]
 
 
+def _features(scenario_set, theta, math=np):
+    """φ(θ) of every kind, concatenated as the model feeds the Op."""
+    from indicators.kinds import NUMPY
+
+    parts = [kind.features(specs, theta[kind.parameter], math=NUMPY if math is np else math)
+             for kind, _, specs in kind_groups(scenario_set)]
+    return np.concatenate(parts, axis=0) if math is np else math.concatenate(parts, axis=0)
+
+
 def test_fused_regime_op_equals_emissions_plus_forward_backward(all_kinds_set):
-    """`RegimeHMM` = `regime_loglik` + forward–backward; its θ gradient = finite differences."""
+    """`RegimeHMM` = `regime_loglik` + forward–backward; its feature gradient = finite
+    differences."""
     rng = np.random.default_rng(8)
     evidence = simulate(all_kinds_set, scenario=2, n_periods=25, rng=rng, weight=0.85)
     arrays = EvidenceArrays.select(all_kinds_set, evidence)
     alpha, transition = random_chain(rng, k=3)
     theta = {"rate": np.array([[0.8, 1.2, 2.1]]), "hazard": np.array([[0.01, 0.04, 0.09]]),
              "level": np.array([[0.1, 0.6, 1.4]])}
-    noise_var = all_kinds_set.indicators[2].noise_sd ** 2
-    stats = (arrays.counts[:, :1], arrays.exposure[:, :1], arrays.counts[:, 1:2],
-             arrays.exposure[:, 1:2], arrays.counts[:, 2:] / noise_var,
-             arrays.exposure[:, 2:] / (2 * noise_var))
+    statistics = arrays.by_kind["regime_statistics"]
 
-    def fused(values):
-        return regime_forward_backward(transition, alpha, values["rate"], values["hazard"],
-                                       values["level"], *stats)
+    def fused(features):
+        return regime_forward_backward(transition, alpha, features, statistics)
 
-    loglik, d_a, d_p, *d_theta = fused(theta)
+    features = _features(all_kinds_set, theta)
+    loglik, d_a, d_p, d_features = fused(features)
     log_b = regime_loglik(all_kinds_set, arrays.counts, arrays.exposure, theta, math=np)
     expected = forward_backward(transition, log_b, alpha)
     assert loglik == pytest.approx(expected[0], rel=1e-12)
     np.testing.assert_allclose(d_a, expected[1], rtol=1e-10)
     np.testing.assert_allclose(d_p, expected[3], rtol=1e-10)
     eps = 1e-7
-    for (name, values), grad in zip(theta.items(), d_theta, strict=True):
+    for f in range(features.shape[0]):
         for k in range(3):
-            up = {**theta, name: values.copy()}
-            down = {**theta, name: values.copy()}
-            up[name][0, k] += eps
-            down[name][0, k] -= eps
+            up, down = features.copy(), features.copy()
+            up[f, k] += eps
+            down[f, k] -= eps
             numeric = (fused(up)[0] - fused(down)[0]) / (2 * eps)
-            assert grad[0, k] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (name, k)
+            assert d_features[f, k] == pytest.approx(numeric, rel=1e-5, abs=1e-6), (f, k)
 
 
 def test_regime_op_in_a_graph_places_the_moves_and_differentiates_them(all_kinds_set):
@@ -231,11 +237,12 @@ def test_regime_op_in_a_graph_places_the_moves_and_differentiates_them(all_kinds
     prior = np.array([0.5, 0.3, 0.2])
     theta = {"rate": np.array([[0.8, 1.2, 2.1]]), "hazard": np.array([[0.01, 0.04, 0.09]]),
              "level": np.array([[0.1, 0.6, 1.4]])}
-    statistics = [arrays.by_kind[f"{kind}_{part}"] for kind in ("count", "milestone", "signal")
-                  for part in ("events", "exposure")]
+    statistics = arrays.by_kind["regime_statistics"]
 
     def loglik(m, rate, hazard, level):
-        return regime_hmm_loglik(m, rows, columns, prior, rate, hazard, level, *statistics)
+        theta = {"rate": rate, "hazard": hazard, "level": level}
+        return regime_hmm_loglik(m, rows, columns, prior, _features(all_kinds_set, theta, pt),
+                                 statistics)
 
     inputs = [pt.vector("m"), pt.matrix("rate"), pt.matrix("hazard"), pt.matrix("level")]
     value = pytensor.function(inputs, loglik(*inputs))(moves, *theta.values())
