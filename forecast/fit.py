@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from typing import Any, NamedTuple
 
@@ -37,11 +37,13 @@ from scipy.optimize import minimize
 from forecast.compiled import compile_pymc_model
 from forecast.exceptions import FitFailed
 from forecast.hmm import forward_filter
-from forecast.horizon import Draws, outlook_summary, transition_draws
+from forecast.horizon import Draws, mcse_of, outlook_summary, transition_draws
 from forecast.model import (
+    CATEGORY,
     KIND_PARAMETER,
     EvidenceArrays,
     build_model,
+    kind_groups,
     log_emission,
     regime_loglik,
     transition_rows,
@@ -59,6 +61,19 @@ from forecast.paths import (
     sample_paths,
     scorer,
     segment_filter,
+)
+from forecast.record import (
+    ControlVariate,
+    Diagnostics,
+    FitRecord,
+    NutsSampler,
+    Outlook,
+    PathRecord,
+    PathsSampler,
+    PsisSampler,
+    SamplerRecord,
+    ScenarioResult,
+    Timings,
 )
 from indicators import Evidence
 from priors import ScenarioSet
@@ -130,66 +145,87 @@ class FitSettings:
         )
 
 
-@dataclass(frozen=True)
-class ScenarioResult:
-    """One scenario of a fit: prior, posterior probability and its Monte Carlo error."""
-
-    id: str
-    name: str
-    prior: float
-    probability: float
-    mcse: float
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    """Convergence diagnostics and the verdict of the gate."""
-
-    max_rhat: float
-    min_ess_bulk: float
-    divergences: int
-    max_mcse: float
-    passed: bool
-    failures: tuple[str, ...] = ()
-    pareto_k: float | None = None  # re-weighted fits only: PSIS's k̂ of the importance ratios
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return {**asdict(self), "failures": list(self.failures)}
-
-
 @dataclass
 class Fit:
-    """Everything one fit produced, self-describing enough to be reproduced.
+    """Everything one fit produced: its `FitRecord`, and the arrays the record does not keep.
+
+    The record's parts are exposed as attributes (``scenarios``, ``diagnostics``, ``seed``…;
+    ``sampler``, ``timings`` and ``outlook`` as the plain mappings the record stores).
 
     Attributes
     ----------
-    scenarios : tuple of ScenarioResult
-        Per scenario: prior, probability, MCSE (0 where the number is exact).
+    record : FitRecord
+        What is stored (`Fit.summary` is its JSON).
     path : numpy.ndarray
         (T, K) filtered probabilities ``P(z_t = k | y_1..t)`` for every period.
-    parameters : dict
-        Posterior mean of each indicator's parameter under each scenario:
-        ``{indicator: {scenario: value}}``.
     datatree : xarray.DataTree
-        The ArviZ DataTree of the sampler run.
+        The ArviZ DataTree of the draws.
 
     """
 
-    set_id: str
-    set_hash: str
-    scenarios: tuple[ScenarioResult, ...]
-    diagnostics: Diagnostics
-    evidence_hash: str
-    seed: int
-    sampler: dict[str, Any]
-    versions: dict[str, str]
-    timings: dict[str, float]
+    record: FitRecord
     path: np.ndarray
-    period_labels: tuple[str, ...]
-    parameters: dict[str, dict[str, float]]
-    outlook: dict[str, Any] = field(default_factory=dict)
     datatree: Any = field(repr=False, default=None)
+
+    @property
+    def set_id(self) -> str:
+        """The scenario set's id."""
+        return self.record.set_id
+
+    @property
+    def set_hash(self) -> str:
+        """The scenario set's content hash."""
+        return self.record.set_hash
+
+    @property
+    def evidence_hash(self) -> str:
+        """The evidence's hash."""
+        return self.record.evidence_hash
+
+    @property
+    def seed(self) -> int:
+        """The seed the draws came from."""
+        return self.record.seed
+
+    @property
+    def scenarios(self) -> tuple[ScenarioResult, ...]:
+        """Per scenario: prior, probability, MCSE (0 where the number is exact)."""
+        return self.record.scenarios
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """The gate's verdict."""
+        return self.record.diagnostics
+
+    @property
+    def sampler(self) -> dict[str, Any]:
+        """Which estimator ran, with its details (the stored mapping)."""
+        return self.record.sampler.to_dict()
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The libraries' versions."""
+        return dict(self.record.versions)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent, per stage and in all."""
+        return self.record.timings.to_dict()
+
+    @property
+    def period_labels(self) -> tuple[str, ...]:
+        """The evidence's period labels (the rows of ``path``)."""
+        return self.record.path.periods
+
+    @property
+    def parameters(self) -> dict[str, dict[str, float]]:
+        """Posterior mean of each indicator's parameter per scenario."""
+        return {k: dict(v) for k, v in self.record.parameters.items()}
+
+    @property
+    def outlook(self) -> dict[str, Any]:
+        """Horizon forecasts and first passages (`forecast.horizon.outlook_summary`)."""
+        return self.record.outlook.to_dict()
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -202,21 +238,8 @@ class Fit:
         return self.diagnostics.passed
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly summary (no DataTree)."""
-        return {
-            "set_id": self.set_id,
-            "set_hash": self.set_hash,
-            "evidence_hash": self.evidence_hash,
-            "scenarios": [asdict(s) for s in self.scenarios],
-            "diagnostics": self.diagnostics.to_dict(),
-            "seed": self.seed,
-            "sampler": self.sampler,
-            "versions": self.versions,
-            "timings": self.timings,
-            "parameters": self.parameters,
-            "path": {"periods": list(self.period_labels), "probability": self.path.tolist()},
-            "outlook": self.outlook,
-        }
+        """JSON-friendly summary (no DataTree): ``record.to_dict()``."""
+        return self.record.to_dict()
 
 
 def library_versions() -> dict[str, str]:
@@ -360,12 +383,23 @@ def _constant(values: np.ndarray) -> bool:
     return bool(np.all(values == values.reshape(-1)[0])) if values.size else True
 
 
-def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray]:
+def diagnose(datatree: Any, gate: GateSettings,
+             mcse: np.ndarray | None = None) -> tuple[Diagnostics, np.ndarray]:
     """Apply the gate to a sampler run.
 
     Scenario probabilities that are identical in every draw are exact (the collapsed static
     model): their MCSE is 0 and they cannot fail r_hat or ESS; the sampled parameters still
     must.
+
+    Parameters
+    ----------
+    datatree : xarray.DataTree
+        The run: ``posterior`` (with ``scenario_probability``) and ``sample_stats``.
+    gate : GateSettings
+        The thresholds.
+    mcse : (K,) ndarray, optional
+        The published nowcast's MCSE when it is estimated otherwise than by the draws' mean
+        of ``scenario_probability`` (a control variate): the gate judges it instead.
 
     Returns
     -------
@@ -380,7 +414,8 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
                for name in posterior.data_vars
                if name != PROBABILITY and posterior[name].size]
     prob = posterior[PROBABILITY].values  # (chain, draw, K)
-    mcse = np.zeros(prob.shape[-1])
+    given = mcse is not None
+    mcse = np.asarray(mcse, dtype=float) if given else np.zeros(prob.shape[-1])
     varying = [k for k in range(prob.shape[-1]) if not _constant(prob[..., k])]
     # one stacked (chain, draw, quantity) array: ArviZ's array functions once, not per variable
     stacked = np.concatenate(sampled + [prob[..., varying]], axis=2)
@@ -389,9 +424,9 @@ def diagnose(datatree: Any, gate: GateSettings) -> tuple[Diagnostics, np.ndarray
     if stacked.shape[2]:
         rhats = list(array_stats.rhat(stacked, chain_axis=0, draw_axis=1))
         esss = list(array_stats.ess(stacked, chain_axis=0, draw_axis=1, method="bulk"))
-    if varying:
+    if varying and not given:
         mcse[varying] = array_stats.mcse(prob[..., varying], chain_axis=0, draw_axis=1)
-    else:
+    if not varying:
         esss.append(float(n_chains * n_draws))
     divergences = int(datatree["sample_stats"]["diverging"].values.sum())
     max_rhat = float(np.nanmax(rhats)) if rhats else 1.0
@@ -433,7 +468,8 @@ def filtered_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays,
     theta = {name: posterior[name].values.reshape(n_samples, *posterior[name].shape[2:])
              for name in KIND_PARAMETER.values() if name in posterior}
     emissions = np.ascontiguousarray(
-        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np))
+        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np,
+                      tallies=arrays.tallies))
     filtered, loglik = filter_draws(transitions, emissions,
                                     np.asarray(scenario_set.prior, dtype=float))
     return transitions, filtered, loglik, emissions
@@ -465,9 +501,97 @@ def _systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) 
     return np.minimum(np.searchsorted(np.cumsum(weights), positions), weights.shape[0] - 1)
 
 
-def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
-              gate: GateSettings, seed: int, chains: int, draws: int,
-              exact: _Exact | None = None) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """One fit's inputs and what every estimator shares: evidence arrays, seed, clock."""
+
+    scenario_set: ScenarioSet
+    evidence: Evidence
+    settings: FitSettings
+    arrays: EvidenceArrays
+    evidence_hash: str
+    seed: int
+    dynamic: bool  # learned transitions
+    started: float
+    deadline: float  # perf_counter() past which no fresh draws are started
+    say: Callable[[str], None]
+    exact: _Exact | None = None  # dynamic sets: the enumerated paths
+    enumerate_s: float = 0.0
+
+    @classmethod
+    def start(cls, scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings,
+              progress: Callable[[str], None] | None) -> _Run:
+        started = time.perf_counter()
+        sampler = settings.sampler
+        arrays = EvidenceArrays.select(scenario_set, evidence)
+        evidence_hash = evidence.hash()
+        seed = sampler.seed
+        if seed is None:
+            seed = _seed_for(evidence_hash, scenario_set.content_hash)
+        if sampler.method not in ("auto", "paths", "nuts"):
+            raise ValueError(f"sampler method {sampler.method!r} is not 'auto', 'paths' or "
+                             "'nuts'")
+        return cls(scenario_set=scenario_set, evidence=evidence, settings=settings,
+                   arrays=arrays, evidence_hash=evidence_hash, seed=seed,
+                   dynamic=bool(settings.dynamic and transition_rows(scenario_set)),
+                   started=started,
+                   deadline=(math.inf if sampler.time_budget is None
+                             else started + sampler.time_budget),
+                   say=progress or (lambda message: None))
+
+    @property
+    def gate(self) -> GateSettings:
+        return self.settings.gate
+
+    @property
+    def sampler(self) -> SamplerSettings:
+        return self.settings.sampler
+
+    def control_variate(self) -> ControlVariate | None:
+        """The enumerated paths a NUTS or PSIS nowcast takes its exact part from."""
+        if self.exact is None:
+            return None
+        return ControlVariate(segments=self.exact.segments, paths=self.exact.sums.n_paths)
+
+
+@dataclass
+class _Outcome:
+    """What each estimator gives: the nowcast, its MCSE and the gate's verdict; the draws.
+
+    ``posterior`` holds equally weighted draws, with their per-draw nowcast ``alpha``,
+    ``transitions``, ``filtered`` path and ``emissions``, for the forecasts and the artifact
+    (``datatree``); ``path`` is the published filtered path.
+    """
+
+    probability: np.ndarray
+    mcse: np.ndarray
+    diagnostics: Diagnostics
+    path: np.ndarray
+    posterior: Any
+    alpha: np.ndarray
+    transitions: np.ndarray
+    filtered: np.ndarray
+    emissions: np.ndarray
+    datatree: Any
+    sampler: SamplerRecord | None = None
+    timings: Timings | None = None
+    loglik: np.ndarray | None = None  # NUTS's draws: log p(y | A, θ), for a later PSIS refit
+
+    @property
+    def passed(self) -> bool:
+        return self.diagnostics.passed
+
+    def rejecting(self, rejected: dict[str, list[str]]) -> _Outcome:
+        """The outcome with the estimators that failed before it named in its record."""
+        if not rejected:
+            return self
+        changes: dict[str, Any] = {"rejected": rejected}
+        if isinstance(self.sampler, NutsSampler) and "psis" in rejected:
+            changes["reweight_rejected"] = rejected["psis"]  # the name earlier records used
+        return replace(self, sampler=replace(self.sampler, **changes))
+
+
+def _reweight(run: _Run, base: _Base, compile_s: float) -> _Outcome:
     """The base posterior re-weighted for new evidence by Pareto-smoothed importance sampling.
 
     Proposal: the base posterior p(A, θ | y_base); target: p(A, θ | y). The prior cancels, so
@@ -477,8 +601,10 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     scaled by the weights' efficiency, and each probability's MCSE from the weighted variance
     and the draws' relative efficiency (as `loo`'s ``E_loo``). The draws kept for what is
     computed per draw downstream are ``chains`` × ``draws`` resampled by weight. With
-    ``exact``, the nowcast takes the enumerated paths' exact part as a control variate.
+    ``run.exact``, the nowcast takes the enumerated paths' exact part as a control variate.
     """
+    scenario_set, arrays, gate, exact = run.scenario_set, run.arrays, run.gate, run.exact
+    chains, draws = run.sampler.chains, run.sampler.dynamic_draws
     posterior = base.posterior
     n_chains = posterior.sizes["chain"]
     transitions, filtered, loglik, emissions = filtered_draws(scenario_set, arrays, posterior)
@@ -520,7 +646,24 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     # stretch keeps its autocorrelation for the forecasts' MCSE; as many as a sampled fit has.
     n_out = chains * draws
     index = (np.arange(n_samples) if uniform and n_out == n_samples
-             else _systematic_resample(weights, n_out, np.random.default_rng(seed)))
+             else _systematic_resample(weights, n_out, np.random.default_rng(run.seed)))
+    kept_draws = _resampled_base(scenario_set, base, alpha, index, chains, draws)
+    sampler = PsisSampler(draws=draws, chains=chains, base_chains=int(n_chains),
+                          transitions="learned", base_evidence_hash=base.evidence_hash,
+                          base_seed=base.seed, control_variate=run.control_variate())
+    return _Outcome(probability=probability, mcse=mcse, diagnostics=diagnostics,
+                    path=np.einsum("s,stk->tk", weights, filtered), posterior=kept_draws,
+                    alpha=alpha[index], transitions=transitions[index],
+                    filtered=filtered[index], emissions=emissions[index],
+                    datatree=xr.DataTree.from_dict({"posterior": kept_draws}),
+                    sampler=sampler, timings=Timings(compile_s=compile_s, sample_s=0.0))
+
+
+def _resampled_base(scenario_set: ScenarioSet, base: _Base, alpha: np.ndarray,
+                    index: np.ndarray, chains: int, draws: int) -> Any:
+    """The base's draws at ``index`` (with each one's nowcast ``alpha``) as chains × draws."""
+    posterior = base.posterior
+    n_samples = alpha.shape[0]
 
     def resampled(values: np.ndarray) -> np.ndarray:
         flat = values.reshape(n_samples, *values.shape[2:])[index]
@@ -529,7 +672,8 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     kept = {name: (posterior[name].dims, resampled(posterior[name].values))
             for name in posterior.data_vars if name != PROBABILITY}
     kept[PROBABILITY] = (("chain", "draw", "scenario"),
-                         resampled(alpha.reshape(n_chains, -1, alpha.shape[-1])))
+                         resampled(alpha.reshape(posterior.sizes["chain"], -1,
+                                                 alpha.shape[-1])))
     coords = {name: values for name, values in posterior.coords.items()
               if name not in ("chain", "draw")}
     kept_draws = xr.Dataset(kept, coords={**coords, "chain": np.arange(chains),
@@ -538,14 +682,7 @@ def _reweight(scenario_set: ScenarioSet, arrays: EvidenceArrays, base: _Base,
     kept_draws.attrs = {
         "signpost_method": "PSIS re-weighting of a sampled posterior, resampled",
         "signpost_base_evidence_hash": base.evidence_hash, "signpost_base_seed": base.seed}
-    path = np.einsum("s,stk->tk", weights, filtered)
-    if path.shape[0]:
-        path[-1] = probability
-    return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
-            "path": path, "posterior": kept_draws,
-            "alpha": alpha[index], "transitions": transitions[index],
-            "filtered": filtered[index], "emissions": emissions[index],
-            "datatree": xr.DataTree.from_dict({"posterior": kept_draws})}
+    return kept_draws
 
 
 class _Exact(NamedTuple):
@@ -641,7 +778,8 @@ def _path_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact
     """One draw of (A, θ) from its exact conditional per path, and each draw's filter."""
     transitions, theta = conditional_draws(exact.model, paths, rng)
     emissions = np.ascontiguousarray(
-        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np))
+        regime_loglik(scenario_set, arrays.counts, arrays.exposure, theta, math=np,
+                      tallies=arrays.tallies))
     filtered, loglik = filter_draws(transitions, emissions,
                                     np.asarray(scenario_set.prior, dtype=float))
     return _PathDraws(paths, transitions, theta, emissions, filtered, loglik,
@@ -796,9 +934,7 @@ def _tail_paths(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact
             "stages": stage + 1}
 
 
-def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact,
-                   settings: FitSettings, seed: int, deadline: float,
-                   say: Callable[[str], None]) -> dict[str, Any]:
+def _paths_outcome(run: _Run) -> _Outcome:
     """The posterior from the enumerated paths, without a Markov chain (decision 011).
 
     Draws: paths from the truncated posterior (systematic resampling of the exact weights),
@@ -808,7 +944,9 @@ def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Ex
     A nowcast short only of precision gets a fresh set of draws sized from it (its own draws
     alone are used), while the time budget lasts.
     """
-    gate, sampler = settings.gate, settings.sampler
+    scenario_set, arrays, exact, seed, say = (run.scenario_set, run.arrays, run.exact,
+                                              run.seed, run.say)
+    gate, sampler = run.gate, run.sampler
     chains = sampler.chains
     n = max(chains, int(np.ceil(sampler.path_draws / chains)) * chains)
     attempt = 0
@@ -838,29 +976,15 @@ def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Ex
             failures[-1] += (f" after {n} draws; {wanted} would be needed, more than "
                              f"max_path_draws ({sampler.max_path_draws})")
             break
-        if time.perf_counter() + per_draw * wanted > deadline:
+        if time.perf_counter() + per_draw * wanted > run.deadline:
             failures[-1] += (f" after {n} draws; {wanted} would take ~{per_draw * wanted:.0f} s, "
                              "past the fit's time budget")
             break
         say(f"MCSE {float(mcse.max()):.4f} from {n} path draws: {wanted} fresh ones")
         n, attempt = wanted, attempt + 1
 
-    # Equally weighted draws for what is computed per draw downstream (forecasts, artifact)
     kept = min(n, max(chains, sampler.kept_draws // chains * chains))
-    keep_rng = np.random.default_rng([seed, attempt, 1])
-    if estimate["estimator"] == "weights":
-        index = np.sort(_systematic_resample(estimate["weights"], kept, keep_rng))
-        draws = draws.take(index)
-    else:  # the path posterior estimated: enumerated paths, and the weighted long ones
-        n_long = keep_rng.binomial(kept, estimate["tail"])
-        long = estimate["long_paths"]
-        paths = sample_paths(exact.model, exact.sums, kept - n_long, keep_rng)
-        if n_long:
-            ratio = estimate["long_ratio"]
-            paths = np.concatenate([paths, long[_systematic_resample(
-                ratio / ratio.sum(), n_long, keep_rng)].astype(np.int8)])
-        draws = _path_draws(scenario_set, arrays, exact, paths[keep_rng.permutation(kept)],
-                            keep_rng)
+    draws = _kept_draws(run, estimate, draws, kept, np.random.default_rng([seed, attempt, 1]))
     probability = estimate["probability"]
     posterior = _posterior_dataset(scenario_set, draws, chains)
     posterior.attrs = {"signpost_method": "iid draws of the enumerated scenario paths "
@@ -870,21 +994,37 @@ def _paths_outcome(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Ex
         max_rhat=1.0, min_ess_bulk=round(float(estimate["ess"]), 1), divergences=0,
         max_mcse=float(mcse.max()), passed=not failures, failures=tuple(failures),
         pareto_k=None if estimate["pareto_k"] is None else round(estimate["pareto_k"], 4))
-    path = draws.filtered.mean(axis=0)
-    if path.shape[0]:
-        path[-1] = probability  # the last period's filtered probability is the nowcast
-    sampler_info = {"name": "paths", "segments": exact.segments, "paths": exact.sums.n_paths,
-                    "exact": exact.complete, "draws": n, "kept": kept, "chains": chains,
-                    "beyond": estimate["estimator"], "tail_share": float(estimate["tail"]),
-                    "transitions": "learned"}
-    if "weights_failed" in estimate:
-        sampler_info["weights_failed"] = estimate["weights_failed"]
-        sampler_info["stages"] = estimate["stages"]
-    return {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
-            "path": path, "posterior": posterior, "alpha": draws.alpha,
-            "transitions": draws.transitions, "filtered": draws.filtered,
-            "emissions": draws.emissions, "datatree": xr.DataTree.from_dict({
-                "posterior": posterior}), "sampler": sampler_info, "loglik": draws.loglik}
+    record = PathsSampler(segments=exact.segments, paths=exact.sums.n_paths,
+                          exact=exact.complete, draws=n, kept=kept, chains=chains,
+                          beyond=estimate["estimator"], tail_share=float(estimate["tail"]),
+                          weights_failed=estimate.get("weights_failed"),
+                          stages=estimate["stages"] if "weights_failed" in estimate else None)
+    return _Outcome(probability=probability, mcse=mcse, diagnostics=diagnostics,
+                    path=draws.filtered.mean(axis=0), posterior=posterior, alpha=draws.alpha,
+                    transitions=draws.transitions, filtered=draws.filtered,
+                    emissions=draws.emissions,
+                    datatree=xr.DataTree.from_dict({"posterior": posterior}), sampler=record,
+                    loglik=draws.loglik)
+
+
+def _kept_draws(run: _Run, estimate: dict[str, Any], draws: _PathDraws, kept: int,
+                rng: np.random.Generator) -> _PathDraws:
+    """``kept`` equally weighted draws, for the forecasts and the artifact.
+
+    The estimate's draws resampled by weight, or, when the long paths were sampled, the
+    enumerated paths and the weighted long ones.
+    """
+    if estimate["estimator"] == "weights":
+        return draws.take(np.sort(_systematic_resample(estimate["weights"], kept, rng)))
+    exact = run.exact
+    n_long = rng.binomial(kept, estimate["tail"])
+    long = estimate["long_paths"]
+    paths = sample_paths(exact.model, exact.sums, kept - n_long, rng)
+    if n_long:
+        ratio = estimate["long_ratio"]
+        paths = np.concatenate([paths, long[_systematic_resample(
+            ratio / ratio.sum(), n_long, rng)].astype(np.int8)])
+    return _path_draws(run.scenario_set, run.arrays, exact, paths[rng.permutation(kept)], rng)
 
 
 def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int) -> Any:
@@ -894,12 +1034,17 @@ def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int
     coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(per_chain),
                               "scenario": list(scenario_set.scenario_ids)}
     variables: dict[str, Any] = {}
-    for kind, name in KIND_PARAMETER.items():
-        if name in draws.theta:
-            dim = f"{kind}_indicator"
-            coords[dim] = [spec.id for spec in scenario_set.indicators if spec.kind == kind]
-            variables[name] = (("chain", "draw", dim, "scenario"),
-                               draws.theta[name].reshape(chains, per_chain, -1, k))
+    for kind, _, specs in kind_groups(scenario_set):
+        if kind.parameter in draws.theta:
+            dim = f"{kind.lookup_name}_indicator"
+            coords[dim] = [spec.id for spec in specs]
+            values = draws.theta[kind.parameter]
+            extra = values.shape[3:]  # a categorical kind's categories
+            if extra:
+                coords[CATEGORY] = list(range(extra[0]))
+            variables[kind.parameter] = (
+                ("chain", "draw", dim, "scenario", *((CATEGORY,) if extra else ())),
+                values.reshape(chains, per_chain, -1, k, *extra))
     for row, columns, _ in transition_rows(scenario_set):
         source = scenario_set.scenario_ids[row]
         dim = f"from_{source}"
@@ -912,20 +1057,15 @@ def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int
     return xr.Dataset(variables, coords=coords)
 
 
-def _nowcast_gate(diagnostics: Diagnostics, mcse: np.ndarray,
-                  gate: GateSettings) -> Diagnostics:
-    """``diagnostics`` with the nowcast's MCSE replaced (the hybrid estimate's)."""
-    failures = [f for f in diagnostics.failures if not f.startswith("MCSE")]
-    if float(mcse.max()) > gate.max_mcse:
-        failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
-    return replace(diagnostics, max_mcse=float(mcse.max()), passed=not failures,
-                   failures=tuple(failures))
-
-
 def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | None = None,
         cache: ModelCache | None = None,
         progress: Callable[[str], None] | None = None) -> Fit:
     """Fit one scenario set to one evidence snapshot.
+
+    A pipeline of estimators, each giving the same `_Outcome`, the first that passes the gate
+    (or the last one tried) published: for dynamic sets the scenario paths (decision 011),
+    then NUTS — a PSIS re-weighting of the last sampled posterior first where allowed
+    (decision 008) —; for static sets NUTS over the parameters, the probability exact.
 
     Parameters
     ----------
@@ -951,89 +1091,81 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
         If the sampler itself fails (not for a failed gate, which is a result).
 
     """
-    settings = settings or FitSettings()
-    cache = cache if cache is not None else DEFAULT_CACHE
-    say = progress or (lambda message: None)
-    started = time.perf_counter()
-    budget = settings.sampler.time_budget
-    deadline = math.inf if budget is None else started + budget
-    arrays = EvidenceArrays.select(scenario_set, evidence)
-    evidence_hash = evidence.hash()
-    seed = settings.sampler.seed
-    if seed is None:
-        seed = _seed_for(evidence_hash, scenario_set.content_hash)
+    run = _Run.start(scenario_set, evidence, settings or FitSettings(), progress)
+    rejected: dict[str, list[str]] = {}  # estimators that failed the gate, and why
+    outcome = _by_paths(run, rejected) if run.dynamic else None
+    if outcome is None:
+        outcome = _by_nuts(run, cache if cache is not None else DEFAULT_CACHE, rejected)
+    run.say("forecasting")
+    return _summarise(run, outcome)
 
-    dynamic = bool(settings.dynamic and transition_rows(scenario_set))
-    method = settings.sampler.method
-    if method not in ("auto", "paths", "nuts"):
-        raise ValueError(f"sampler method {method!r} is not 'auto', 'paths' or 'nuts'")
-    exact = None
-    rejected: dict[str, list[str]] = {}
-    if dynamic:
-        say("enumerating scenario paths")
-        enumerated = time.perf_counter()
-        exact = _enumerate(scenario_set, arrays, settings.sampler)
-        enumerate_s = time.perf_counter() - enumerated
-        if method in ("auto", "paths"):
-            say(f"drawing from {exact.sums.n_paths:,} paths of up to {exact.segments} segments")
-            outcome = _paths_outcome(scenario_set, arrays, exact, settings, seed, deadline, say)
-            if outcome["diagnostics"].passed or method == "paths":
-                say("forecasting")
-                return _summarise(scenario_set, evidence, arrays, outcome, outcome["sampler"],
-                                  seed, evidence_hash,
-                                  {"compile_s": 0.0, "enumerate_s": enumerate_s,
-                                   "sample_s": time.perf_counter() - enumerated - enumerate_s},
-                                  started)
-            rejected["paths"] = list(outcome["diagnostics"].failures)
-            say(f"path draws failed the gate ({'; '.join(rejected['paths'])}): NUTS")
 
-    say("model warm" if cache.has(scenario_set, dynamic) else "compiling")
-    compiled, compile_s = cache.get(scenario_set, evidence, dynamic=dynamic)
+def _by_paths(run: _Run, rejected: dict[str, list[str]]) -> _Outcome | None:
+    """Enumerate the paths (NUTS's control variate too), then estimate from them if asked.
+
+    None when NUTS is to run: asked for, or the paths' estimate failed its gate under
+    ``method="auto"`` (``rejected["paths"]`` says why).
+    """
+    run.say("enumerating scenario paths")
+    enumerated = time.perf_counter()
+    run.exact = _enumerate(run.scenario_set, run.arrays, run.sampler)
+    run.enumerate_s = time.perf_counter() - enumerated
+    if run.sampler.method == "nuts":
+        return None
+    run.say(f"drawing from {run.exact.sums.n_paths:,} paths of up to {run.exact.segments} "
+            "segments")
+    drawn = time.perf_counter()
+    outcome = _paths_outcome(run)
+    if outcome.passed or run.sampler.method == "paths":
+        return replace(outcome, timings=Timings(compile_s=0.0, enumerate_s=run.enumerate_s,
+                                                sample_s=time.perf_counter() - drawn))
+    rejected["paths"] = list(outcome.diagnostics.failures)
+    run.say(f"path draws failed the gate ({'; '.join(rejected['paths'])}): NUTS")
+    return None
+
+
+def _by_nuts(run: _Run, cache: ModelCache, rejected: dict[str, list[str]]) -> _Outcome:
+    """NUTS on the compiled model: a re-weighted refit where one is allowed, else sampling.
+
+    One more observation moves the posterior little: re-weighting the last sampled one costs
+    two forward filters per draw instead of ~125k gradients (decision 008). A sampled
+    dynamic posterior that passes becomes what the next refit may re-weight.
+    """
+    run.say("model warm" if cache.has(run.scenario_set, run.dynamic) else "compiling")
+    compiled, compile_s = cache.get(run.scenario_set, run.evidence, dynamic=run.dynamic)
     base = compiled.base
-    if base is not None and settings.sampler.reweight and settings.sampler.seed is None:
-        # One more observation moves the posterior little: re-weighting the last sampled one
-        # costs two forward filters per draw instead of ~125k gradients (decision 008).
-        say("re-weighting the last sampled posterior")
-        reweighted = _reweight(scenario_set, arrays, base, settings.gate, seed,
-                               settings.sampler.chains, settings.sampler.dynamic_draws, exact)
-        if reweighted["diagnostics"].passed:
-            sampler = {"name": "psis", "draws": settings.sampler.dynamic_draws,
-                       "chains": settings.sampler.chains,  # kept: resampled by weight
-                       "base_chains": int(base.posterior.sizes["chain"]),
-                       "transitions": "learned", "base_evidence_hash": base.evidence_hash,
-                       "base_seed": base.seed, **_hybrid_info(exact)}
-            if rejected:
-                sampler["rejected"] = rejected
-            say("forecasting")
-            return _summarise(scenario_set, evidence, arrays, reweighted, sampler, seed,
-                              evidence_hash, {"compile_s": compile_s, "sample_s": 0.0},
-                              started)
-        rejected["psis"] = list(reweighted["diagnostics"].failures)
-        say(f"re-weighting failed the gate ({'; '.join(rejected['psis'])}): sampling")
-    outcome, sampler, sample_s = _sample_nuts(scenario_set, arrays, compiled, exact, settings,
-                                              seed, deadline, say)
-    if dynamic and outcome["diagnostics"].passed:  # what the next refit may re-weight
-        compiled.base = _Base(evidence_hash=evidence_hash, seed=int(seed),
-                              posterior=outcome["posterior"].to_dataset(),
-                              loglik=outcome["loglik"], diagnostics=outcome["diagnostics"])
-    if rejected:
-        sampler["rejected"] = rejected
-        if "psis" in rejected:  # the name earlier fits' records used
-            sampler["reweight_rejected"] = rejected["psis"]
-    say("forecasting")
-    return _summarise(scenario_set, evidence, arrays, outcome, sampler, seed, evidence_hash,
-                      {"compile_s": compile_s, "sample_s": sample_s}, started)
+    if base is not None and run.sampler.reweight and run.sampler.seed is None:
+        run.say("re-weighting the last sampled posterior")
+        outcome = _reweight(run, base, compile_s)
+        if outcome.passed:
+            return outcome.rejecting(rejected)
+        rejected["psis"] = list(outcome.diagnostics.failures)
+        run.say(f"re-weighting failed the gate ({'; '.join(rejected['psis'])}): sampling")
+    outcome = _sample_nuts(run, compiled, compile_s)
+    if run.dynamic and outcome.passed:
+        compiled.base = _Base(evidence_hash=run.evidence_hash, seed=int(run.seed),
+                              posterior=outcome.posterior.to_dataset(),
+                              loglik=outcome.loglik, diagnostics=outcome.diagnostics)
+    return outcome.rejecting(rejected)
 
 
-def _hybrid_info(exact: _Exact | None) -> dict[str, Any]:
-    if exact is None:
-        return {}
-    return {"control_variate": {"segments": exact.segments, "paths": exact.sums.n_paths}}
+def _nuts_model(run: _Run, compiled: _Compiled) -> Any:
+    """The compiled model with this evidence, its chains at the mode when dynamic."""
+    data = {name: value for name, value in run.arrays.as_data().items()
+            if name in compiled.data_names}
+    nutpie_model = compiled.nutpie_model.with_data(**data)
+    if run.dynamic:
+        # Chains started at PyMC's prior-centred points fell, about one in twenty, into a minor
+        # mode ~37 nats below the main one (the loose scenario stretched over every period)
+        # and stayed: negligible mass, yet a failed r_hat for one fit in five on the bundled
+        # set. Starting every chain at the best of several L-BFGS optima (~0.1 s) keeps them
+        # in the mode that holds the mass (docs/decisions/006).
+        run.say("finding the posterior mode")
+        nutpie_model = _start_at_mode(nutpie_model, _posterior_mode(nutpie_model, run.seed))
+    return nutpie_model
 
 
-def _sample_nuts(scenario_set: ScenarioSet, arrays: EvidenceArrays, compiled: _Compiled,
-                 exact: _Exact | None, settings: FitSettings, seed: int, deadline: float,
-                 say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], float]:
+def _sample_nuts(run: _Run, compiled: _Compiled, compile_s: float) -> _Outcome:
     """Sample with nutpie; a run short only of precision is replaced by a fresh, larger one.
 
     The fresh run's size comes from the run before it (MCSE shrinks as 1/√draws), and only
@@ -1041,158 +1173,160 @@ def _sample_nuts(scenario_set: ScenarioSet, arrays: EvidenceArrays, compiled: _C
     the running estimate happens to be low (optional stopping). Runs continue while the time
     budget allows; a fit short of precision then fails saying what it reached.
     """
-    dynamic = exact is not None
-    data = {name: value for name, value in arrays.as_data().items()
-            if name in compiled.data_names}
-    nutpie_model = compiled.nutpie_model.with_data(**data)
-    if dynamic:
-        # Chains started at PyMC's prior-centred points fell, about one in twenty, into a minor
-        # mode ~37 nats below the main one (the loose scenario stretched over every period)
-        # and stayed: negligible mass, yet a failed r_hat for one fit in five on the bundled
-        # set. Starting every chain at the best of several L-BFGS optima (~0.1 s) keeps them
-        # in the mode that holds the mass (docs/decisions/006).
-        say("finding the posterior mode")
-        nutpie_model = _start_at_mode(nutpie_model, _posterior_mode(nutpie_model, seed))
-    k = len(scenario_set.scenarios)
-    sampler = settings.sampler
-    draws_per_chain = sampler.dynamic_draws if dynamic else sampler.draws
-    tune = sampler.dynamic_tune if dynamic else sampler.tune
-    run_chains, runs, sample_s = sampler.chains, 0, 0.0
+    nutpie_model = _nuts_model(run, compiled)
+    sampler = run.sampler
+    draws = sampler.dynamic_draws if run.dynamic else sampler.draws
+    tune = sampler.dynamic_tune if run.dynamic else sampler.tune
+    chains, runs, sample_s = sampler.chains, 0, 0.0
     while True:
-        say(f"sampling {run_chains} × {draws_per_chain}")
+        run.say(f"sampling {chains} × {draws}")
         sample_started = time.perf_counter()
         try:
             datatree = nutpie.sample(
-                nutpie_model, draws=draws_per_chain, tune=tune, chains=run_chains,
-                cores=sampler.cores, seed=seed + runs, progress_bar=False, save_warmup=False)
+                nutpie_model, draws=draws, tune=tune, chains=chains, cores=sampler.cores,
+                seed=run.seed + runs, progress_bar=False, save_warmup=False)
         except Exception as exc:  # the sampler's failures come in many types
-            raise FitFailed(f"sampling {scenario_set.id} failed: {exc}") from exc
+            raise FitFailed(f"sampling {run.scenario_set.id} failed: {exc}") from exc
         took = time.perf_counter() - sample_started
         sample_s += took
         runs += 1
-
-        say("filtering")
-        posterior = datatree["posterior"]
-        n_chains = posterior.sizes["chain"]
-        loglik = None
-        if dynamic:
-            transitions, filtered, loglik, emissions = filtered_draws(scenario_set, arrays,
-                                                                      posterior)
-            alpha = _nowcast(scenario_set, transitions, filtered)
-            path = filtered.mean(axis=0)
-            posterior[PROBABILITY] = xr.DataArray(
-                alpha.reshape(n_chains, posterior.sizes["draw"], k),
-                dims=("chain", "draw", "scenario"),
-                coords={"scenario": list(scenario_set.scenario_ids)})
-        else:
-            emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
-            path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
-            alpha = posterior[PROBABILITY].values.reshape(-1, k)
-            transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
-            filtered = path  # the same in every draw: the scenario probability is exact
-        diagnostics, mcse = diagnose(datatree, settings.gate)
-        probability = alpha.mean(axis=0)
-        if dynamic:
-            adjusted = exact.adjusted(alpha, exact.within(transitions, emissions))
-            probability = adjusted.mean(axis=0)
-            mcse = array_stats.mcse(adjusted.reshape(n_chains, -1, k), chain_axis=0,
-                                    draw_axis=1)
-            mcse = np.where(np.ptp(adjusted, axis=0) > 0, np.nan_to_num(mcse), 0.0)
-            diagnostics = _nowcast_gate(diagnostics, mcse, settings.gate)
-            if path.shape[0]:
-                path[-1] = probability
-        # Short only of precision: MCSE or ESS, or an R̂ a little high with them (chains that
-        # mix slowly, not chains in different modes)
-        slow = [f for f in diagnostics.failures if f.startswith("r_hat")]
-        precision_only = diagnostics.failures and all(
-            f.startswith(("MCSE", "bulk ESS", "r_hat")) for f in diagnostics.failures) and (
-            not slow or diagnostics.max_rhat <= SLOW_MIXING_RHAT)
-        if not precision_only:
+        run.say("filtering")
+        outcome = _nuts_estimate(run, compiled, datatree)
+        fresh = _fresh_run(run, outcome.diagnostics, chains, draws, took)
+        if fresh is None:
             break
-        # size the fresh run from this one: MCSE ∝ 1/√draws, ESS ∝ draws; more chains when
-        # only the MCSE is short (they run in parallel), longer ones when mixing is slow
-        factor = 1.2 * max((diagnostics.max_mcse / settings.gate.max_mcse) ** 2,
-                           settings.gate.min_ess_bulk / max(diagnostics.min_ess_bulk, 1.0),
-                           2.0 if slow else 1.0)
-        if slow or any(f.startswith("bulk ESS") for f in diagnostics.failures):
-            new_draws = int(np.ceil(draws_per_chain * factor / 100)) * 100
-            new_chains = run_chains
-        else:
-            new_draws = draws_per_chain
-            new_chains = int(np.ceil(factor * n_chains / sampler.chains)) * sampler.chains
-        too_many = new_draws * new_chains > sampler.max_draws * sampler.chains
-        predicted = took * (new_draws * new_chains) / (draws_per_chain * n_chains)
-        if too_many or time.perf_counter() + predicted > deadline:
-            note = (f" after {n_chains} × {draws_per_chain} draws; a fresh run of "
-                    f"{new_chains} × {new_draws} would be needed")
-            note += (" but exceeds max_draws" if too_many
-                     else f" (~{predicted:.0f} s) but not within the fit's time budget")
-            diagnostics = replace(diagnostics, failures=(*diagnostics.failures[:-1],
-                                                         diagnostics.failures[-1] + note))
+        if isinstance(fresh, Diagnostics):  # short of precision, and no run can fix it
+            outcome = replace(outcome, diagnostics=fresh)
             break
-        say(f"short of precision ({'; '.join(diagnostics.failures)}): a fresh run")
-        run_chains, draws_per_chain = new_chains, new_draws
+        run.say(f"short of precision ({'; '.join(outcome.diagnostics.failures)}): a fresh run")
+        chains, draws = fresh
 
-    info = {"name": "nutpie", "draws": draws_per_chain, "tune": tune, "chains": n_chains,
-            "runs": runs,  # run i sampled with seed + i; only the last run's draws are used
-            "transitions": "learned" if dynamic else "identity",
-            "init": "posterior mode ± U(-1, 1)" if dynamic else "pymc support point",
-            **_hybrid_info(exact)}
-    outcome = {"probability": probability, "mcse": mcse, "diagnostics": diagnostics,
-               "path": path, "posterior": posterior, "alpha": alpha,
-               "transitions": transitions, "filtered": filtered, "emissions": emissions,
-               "datatree": datatree, "loglik": loglik}
-    return outcome, info, sample_s
+    record = NutsSampler(draws=draws, tune=tune, chains=outcome.posterior.sizes["chain"],
+                         runs=runs, transitions="learned" if run.dynamic else "identity",
+                         init="posterior mode ± U(-1, 1)" if run.dynamic
+                         else "pymc support point", control_variate=run.control_variate())
+    return replace(outcome, sampler=record,
+                   timings=Timings(compile_s=compile_s, sample_s=sample_s))
 
 
-def _summarise(scenario_set: ScenarioSet, evidence: Evidence, arrays: EvidenceArrays,
-               outcome: dict[str, Any], sampler: dict[str, Any], seed: int,
-               evidence_hash: str, timings: dict[str, float], started: float) -> Fit:
-    """The :class:`Fit` of a sampled or re-weighted posterior: parameters, forecasts, record.
+def _nuts_estimate(run: _Run, compiled: _Compiled, datatree: Any) -> _Outcome:
+    """One NUTS run's nowcast, path and gate (no sampler record yet).
 
-    ``outcome`` holds the scenario ``probability`` and its ``mcse``, the ``diagnostics``, the
-    filtered ``path``, equally weighted ``posterior`` draws with their per-draw ``alpha``
-    (nowcast) and ``transitions``, and the ``datatree`` to keep.
+    Dynamic: each draw's path filtered, the nowcast with the enumerated paths' exact part as
+    a control variate, and the gate judging that nowcast's MCSE. Static: the probability is
+    exact (the same in every draw), the path the filter at the prior's transitions.
     """
-    posterior = outcome["posterior"]
+    scenario_set, arrays = run.scenario_set, run.arrays
+    k = len(scenario_set.scenarios)
+    posterior = datatree["posterior"]
+    n_chains = posterior.sizes["chain"]
+    loglik = None
+    if run.dynamic:
+        transitions, filtered, loglik, emissions = filtered_draws(scenario_set, arrays,
+                                                                  posterior)
+        alpha = _nowcast(scenario_set, transitions, filtered)
+        path = filtered.mean(axis=0)
+        posterior[PROBABILITY] = xr.DataArray(
+            alpha.reshape(n_chains, posterior.sizes["draw"], k),
+            dims=("chain", "draw", "scenario"),
+            coords={"scenario": list(scenario_set.scenario_ids)})
+        adjusted = run.exact.adjusted(alpha, run.exact.within(transitions, emissions))
+        probability = adjusted.mean(axis=0)
+        diagnostics, mcse = diagnose(datatree, run.gate, mcse=mcse_of(adjusted, n_chains))
+    else:
+        emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
+        path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
+        alpha = posterior[PROBABILITY].values.reshape(-1, k)
+        transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
+        filtered = path  # the same in every draw: the scenario probability is exact
+        diagnostics, mcse = diagnose(datatree, run.gate)
+        probability = alpha.mean(axis=0)
+    return _Outcome(probability=probability, mcse=mcse, diagnostics=diagnostics, path=path,
+                    posterior=posterior, alpha=alpha, transitions=transitions,
+                    filtered=filtered, emissions=emissions, datatree=datatree, loglik=loglik)
+
+
+def _fresh_run(run: _Run, diagnostics: Diagnostics, chains: int, draws: int,
+               took: float) -> tuple[int, int] | Diagnostics | None:
+    """The size of a fresh NUTS run for one short only of precision.
+
+    None: no fresh run helps (passed, or failed on more than precision). A `Diagnostics`:
+    one would, but exceeds ``max_draws`` or the time budget; its last failure says so.
+    Short only of precision: MCSE or ESS, or an R̂ a little high with them (chains that mix
+    slowly, not chains in different modes).
+    """
+    gate, sampler = run.gate, run.sampler
+    failures = diagnostics.failures
+    slow = [f for f in failures if f.startswith("r_hat")]
+    precision_only = failures and all(
+        f.startswith(("MCSE", "bulk ESS", "r_hat")) for f in failures) and (
+        not slow or diagnostics.max_rhat <= SLOW_MIXING_RHAT)
+    if not precision_only:
+        return None
+    # size the fresh run from this one: MCSE ∝ 1/√draws, ESS ∝ draws; more chains when
+    # only the MCSE is short (they run in parallel), longer ones when mixing is slow
+    factor = 1.2 * max((diagnostics.max_mcse / gate.max_mcse) ** 2,
+                       gate.min_ess_bulk / max(diagnostics.min_ess_bulk, 1.0),
+                       2.0 if slow else 1.0)
+    if slow or any(f.startswith("bulk ESS") for f in failures):
+        new_draws, new_chains = int(np.ceil(draws * factor / 100)) * 100, chains
+    else:
+        new_draws = draws
+        new_chains = int(np.ceil(factor * chains / sampler.chains)) * sampler.chains
+    too_many = new_draws * new_chains > sampler.max_draws * sampler.chains
+    predicted = took * (new_draws * new_chains) / (draws * chains)
+    if not too_many and time.perf_counter() + predicted <= run.deadline:
+        return new_chains, new_draws
+    note = (f" after {chains} × {draws} draws; a fresh run of "
+            f"{new_chains} × {new_draws} would be needed")
+    note += (" but exceeds max_draws" if too_many
+             else f" (~{predicted:.0f} s) but not within the fit's time budget")
+    return replace(diagnostics, failures=(*failures[:-1], failures[-1] + note))
+
+
+def _parameter_means(scenario_set: ScenarioSet, posterior: Any) -> dict[str, dict[str, Any]]:
+    """Posterior mean of each indicator's parameter per scenario: ``{indicator: {s: mean}}``."""
     parameters: dict[str, dict[str, float]] = {}
-    for kind, name in (("count", "rate"), ("milestone", "hazard"), ("signal", "level")):
-        if name not in posterior:
+    scenarios = [str(s) for s in scenario_set.scenario_ids]
+    for kind, _, specs in kind_groups(scenario_set):
+        if kind.parameter not in posterior:
             continue
-        means = posterior[name].mean(dim=("chain", "draw"))
-        for indicator_id in means.coords[f"{kind}_indicator"].values:
-            row = means.sel({f"{kind}_indicator": indicator_id})
-            parameters[str(indicator_id)] = {
-                str(s): float(row.sel(scenario=s)) for s in row.coords["scenario"].values
-            }
+        values = posterior[kind.parameter].values  # (chain, draw, J_kind, K[, L])
+        values = values.reshape(-1, *values.shape[2:])
+        for j, spec in enumerate(specs):
+            parameters[spec.id] = kind.summarise(spec, values[:, j], scenarios)
+    return parameters
 
-    draws = Draws(alpha=np.ascontiguousarray(outcome["alpha"]),
-                  transition=np.ascontiguousarray(outcome["transitions"]),
-                  n_chains=posterior.sizes["chain"], filtered=outcome["filtered"],
-                  log_emission=outcome["emissions"])
-    probability, mcse = outcome["probability"], outcome["mcse"]
-    outlook = outlook_summary(scenario_set, evidence, arrays, draws, posterior,
-                              nowcast=(np.asarray(probability), np.asarray(mcse)))
 
-    scenarios = tuple(
-        ScenarioResult(id=s.id, name=s.name, prior=s.prior,
-                       probability=float(probability[i]), mcse=float(mcse[i]))
-        for i, s in enumerate(scenario_set.scenarios)
-    )
-    return Fit(
+def _summarise(run: _Run, outcome: _Outcome) -> Fit:
+    """The :class:`Fit` of an estimator's outcome: parameters, forecasts, the record."""
+    scenario_set, posterior = run.scenario_set, outcome.posterior
+    probability, mcse = np.asarray(outcome.probability), np.asarray(outcome.mcse)
+    path = outcome.path
+    if run.dynamic and path.shape[0]:
+        path[-1] = probability  # the last period's filtered probability is the nowcast
+    draws = Draws(alpha=np.ascontiguousarray(outcome.alpha),
+                  transition=np.ascontiguousarray(outcome.transitions),
+                  n_chains=posterior.sizes["chain"], filtered=outcome.filtered,
+                  log_emission=outcome.emissions)
+    outlook = outlook_summary(scenario_set, run.evidence, run.arrays, draws, posterior,
+                              nowcast=(probability, mcse))
+    record = FitRecord(
         set_id=scenario_set.id,
         set_hash=scenario_set.content_hash,
-        scenarios=scenarios,
-        diagnostics=outcome["diagnostics"],
-        evidence_hash=evidence_hash,
-        seed=int(seed),
-        sampler=sampler,
+        evidence_hash=run.evidence_hash,
+        seed=int(run.seed),
+        scenarios=tuple(
+            ScenarioResult(id=s.id, name=s.name, prior=s.prior,
+                           probability=float(probability[i]), mcse=float(mcse[i]))
+            for i, s in enumerate(scenario_set.scenarios)),
+        diagnostics=outcome.diagnostics,
+        sampler=outcome.sampler,
         versions=library_versions(),
-        timings={**{key: round(value, 4) for key, value in timings.items()},
-                 "total_s": round(time.perf_counter() - started, 4)},
-        path=outcome["path"],
-        period_labels=arrays.labels,
-        parameters=parameters,
-        outlook=outlook,
-        datatree=outcome["datatree"],
+        timings=outcome.timings.rounded(time.perf_counter() - run.started),
+        parameters=_parameter_means(run.scenario_set, posterior),
+        path=PathRecord(periods=tuple(run.arrays.labels),
+                        probability=tuple(tuple(row) for row in path.tolist())),
+        outlook=Outlook.from_dict(outlook),
     )
+    return Fit(record=record, path=path, datatree=outcome.datatree)
