@@ -9,7 +9,9 @@ from pathlib import Path
 
 import indicators
 from indicators import read_observations_csv
-from service.store import Store
+from service.db import Database
+from service.repositories.observations import add_observations
+from service.repositories.sets import get_catalog, load_bundled_sets
 
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
 TODAY = date(2025, 12, 31)
@@ -35,11 +37,11 @@ def hardware() -> str:
             f"Python {platform.python_version()}")
 
 
-def sample_store(url: str) -> Store:
+def sample_store(url: str) -> Database:
     """A migrated store with the bundled sets and the sample observations."""
-    store = Store(url, today=TODAY)
+    store = Database(url, today=TODAY)
     store.migrate()
-    store.load_bundled_sets()
-    observations, _ = read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
-    store.add_observations(observations, analyst="bench")
+    load_bundled_sets(store)
+    observations, _ = read_observations_csv(SAMPLE, get_catalog(store), today=TODAY)
+    add_observations(store, observations=observations, analyst="bench")
     return store

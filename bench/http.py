@@ -27,7 +27,11 @@ import httpx
 
 from bench.common import TODAY, hardware, sample_store
 from forecast import FitSettings
+from service.repositories.fits import create_fit, get_fit
+from service.repositories.keys import create_key
+from service.repositories.sets import set_ids
 from service.runner import FitRunner
+from service.views import fit_dict
 from service.worker import WorkerPool
 
 SET_ID = "sino-russian-convergence"
@@ -100,9 +104,9 @@ def main() -> None:
         url = f"sqlite:///{tmp}/bench.db"
         store = sample_store(url)
         runner = FitRunner(store, WorkerPool("inline"), SAMPLED, 120, Path(tmp) / "fits")
-        for set_id in store.set_ids():  # nothing for the server's scheduler to queue at start
-            runner.run_fit(store.create_fit(set_id, "bench"))
-        admin = store.create_key("admin")
+        for set_id in set_ids(store):  # nothing for the server's scheduler to queue at start
+            runner.run_fit(create_fit(store, set_id=set_id, requested_by="bench"))
+        admin = create_key(store, role="admin")
         port, bare_port = free_port(), free_port()
         env = {"SIGNPOST_VAR_DIR": tmp, "SIGNPOST_DATABASE_URL": url,
                "SIGNPOST_TODAY": TODAY.isoformat(), "SIGNPOST_QUEUE_POLL": "0.2",
@@ -128,7 +132,7 @@ def main() -> None:
             warm_up = httpx.post(f"http://127.0.0.1:{port}/v1/fits", json={"set_id": SET_ID},
                                  headers={"Authorization": f"Bearer {admin}"},
                                  timeout=10).json()["fit_id"]
-            while store.get_fit(warm_up)["status"] in ("queued", "running"):
+            while fit_dict(get_fit(store, fit_id=warm_up))["status"] in ("queued", "running"):
                 time.sleep(0.2)
             results = {}
             for label in ("no fit", "fit running"):
@@ -142,13 +146,14 @@ def main() -> None:
                                            headers={"Authorization": f"Bearer {admin}"})
                             fit_id = r.json()["fit_id"]
                             fits.append(fit_id)
-                            while not stop.is_set() and store.get_fit(fit_id)["status"] in (
-                                    "queued", "running"):
+                            while not stop.is_set() and get_fit(
+                                    store, fit_id=fit_id).status in ("queued", "running"):
                                 time.sleep(0.05)
                     feeder = threading.Thread(target=keep_fitting)
                     feeder.start()
                     deadline = time.monotonic() + 120
-                    while not any(store.get_fit(f)["status"] == "running" for f in fits[-1:]):
+                    while not any(get_fit(store, fit_id=f).status == "running"
+                                  for f in fits[-1:]):
                         if time.monotonic() > deadline:
                             raise RuntimeError("no fit started")
                         time.sleep(0.05)
@@ -156,7 +161,7 @@ def main() -> None:
                 stop.set()
                 if label == "fit running":
                     feeder.join()
-                    done = [store.get_fit(f)["status"] for f in fits]
+                    done = [fit_dict(get_fit(store, fit_id=f))["status"] for f in fits]
                     print(f"  fits during the runs: {len(done)} "
                           f"({done.count('published')} published)")
             for label, ((rps, p50, p99), (b_rps, b_p50, b_p99)) in results.items():

@@ -19,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.common import hardware, sample_store
+from service.repositories.fits import create_fit
+from service.repositories.observations import add_observation
 from service.runner import FitRunner
 from service.settings import Settings
 from service.worker import WorkerPool
@@ -72,9 +74,9 @@ def refit_latencies(store, runner, set_id: str, day: int) -> tuple[list[float], 
     latencies, methods = [], []
     for i in range(5):
         started = time.perf_counter()
-        store.add_observation({"indicator": "joint_exercise",
+        add_observation(store, data={"indicator": "joint_exercise",
                                "date": f"2025-{i + 6:02d}-{day:02d}", "grade": "A1"})
-        result = runner.run_fit(store.create_fit(set_id, "bench"))
+        result = runner.run_fit(create_fit(store, set_id=set_id, requested_by="bench"))
         latencies.append(time.perf_counter() - started)
         assert result["status"] == "published", result
         methods.append(result["sampler"]["name"])
@@ -97,7 +99,7 @@ def main() -> None:
             naive = run_python(NAIVE, set_id)
             for day, (name, runner) in enumerate(runners.items(), start=15):
                 # compile once; the service's first fit also draws the posterior it re-weights
-                runner.run_fit(store.create_fit(set_id, "warm-up"))
+                runner.run_fit(create_fit(store, set_id=set_id, requested_by="warm-up"))
                 latencies, methods = refit_latencies(store, runner, set_id, day)
                 warm = statistics.median(latencies)
                 label = ("service defaults" if name == "service"

@@ -25,15 +25,17 @@ import numpy as np
 
 from bench.common import TODAY, hardware, sample_store
 from forecast import FitSettings, ModelCache, SamplerSettings, fit
-from service.db import ObservationRow
-from service.store import Store, month_index
+from service.db import Database, ObservationRow
+from service.repositories.evidence import evidence_of
+from service.repositories.observations import count_observations, month_index
+from service.repositories.sets import get_set, load_bundled_sets
 
 SIZES = (1_000, 100_000, 1_000_000)
 SET_IDS = ("world-order-2035", "sino-russian-convergence")
 FIXED = FitSettings(sampler=SamplerSettings(max_draws=1500, reweight=False))
 
 
-def fill(store: Store, n: int, indicators: list[str], rng: np.random.Generator,
+def fill(store: Database, n: int, indicators: list[str], rng: np.random.Generator,
          start: date = date(2012, 1, 1), end: date = TODAY, retracted: bool = False) -> None:
     """Insert n observations through the store's bulk path (statistics kept as it goes).
 
@@ -62,23 +64,23 @@ def fill(store: Store, n: int, indicators: list[str], rng: np.random.Generator,
                 store._add_to_months(session, rows)
 
 
-def fill_history_and_retractions(store: Store, n: int, indicators: list[str],
+def fill_history_and_retractions(store: Database, n: int, indicators: list[str],
                                  rng: np.random.Generator) -> None:
     """Top the store up to n rows with rows that are not evidence of any set's window."""
-    rest = n - store.count_observations()
-    start = min(store.get_set(i).start for i in SET_IDS)  # history before every window
+    rest = n - count_observations(store)
+    start = min(get_set(store, set_id=i).start for i in SET_IDS)  # history before every window
     fill(store, rest // 2, indicators, rng, start=date(start.year - 20, 1, 1),
          end=date(start.year - 1, 12, 31))
     fill(store, rest - rest // 2, indicators, rng, retracted=True)
 
 
-def measure(store: Store, set_id: str, cache: ModelCache) -> tuple[float, float, float, bool]:
+def measure(store: Database, set_id: str, cache: ModelCache) -> tuple[float, float, float, bool]:
     """Median evidence time, evidence + fit time, mean tree size, gate verdict."""
-    scenario_set = store.get_set(set_id)
+    scenario_set = get_set(store, set_id=set_id)
     times, sql_times, steps = [], [], []
     for _ in range(4):
         started = time.perf_counter()
-        evidence = store.evidence(scenario_set, TODAY)
+        evidence = evidence_of(store, scenario_set=scenario_set, as_of=TODAY)
         sql_times.append(time.perf_counter() - started)
         # fixed sampler work (no extra draws for the MCSE gate)
         result = fit(scenario_set, evidence, FIXED, cache=cache)
@@ -103,11 +105,12 @@ def main() -> None:
                 if filling == "same evidence":  # the sample observations, then filler
                     store = sample_store(url)
                 else:
-                    store = Store(url, today=TODAY)
+                    store = Database(url, today=TODAY)
                     store.migrate()
-                    store.load_bundled_sets()
+                    load_bundled_sets(store)
                 counts = sorted({i.id for set_id in SET_IDS
-                                 for i in store.get_set(set_id).indicators if i.kind == "count"})
+                                 for i in get_set(store,
+                                                  set_id=set_id).indicators if i.kind == "count"})
                 if filling == "same evidence":
                     fill_history_and_retractions(store, n, counts, rng)
                 else:

@@ -107,14 +107,14 @@ class EvidenceArrays:
             by_kind={"regime_statistics": np.ascontiguousarray(
                 np.concatenate(statistics, axis=1) if statistics
                 else np.zeros((counts.shape[0], 0)))},
-            tallies=tallies if width else None,
+            tallies=tallies,
         )
 
     def as_data(self) -> dict[str, np.ndarray]:
         """The ``pm.Data`` values by name."""
         data = {"counts": self.counts, "exposure": self.exposure, "sumsq": self.sumsq,
                 **self.by_kind}
-        if self.tallies is not None:
+        if self.tallies is not None and self.tallies.shape[2]:
             data["tallies"] = self.tallies
         return data
 

@@ -513,7 +513,7 @@ def conditional_draws(model: PathModel, paths: np.ndarray,
     for kind, idx, specs in model.groups:
         statistics = {"counts": pooled(model.counts[:, idx]),
                       "exposure": pooled(model.exposure[:, idx])}
-        if model.tallies is not None:
+        if model.tallies is not None and model.tallies.shape[2]:
             statistics["tallies"] = np.einsum("stk,tjl->sjkl", one_hot, model.tallies[:, idx])
         parameters[kind.parameter] = kind.conditional_draw(specs, statistics, rng)
     return transitions, parameters

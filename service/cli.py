@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
-from datetime import date as dates
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -38,7 +37,7 @@ from indicators import (
 from priors import ScenarioSetError
 from service import migrate
 from service.context import Services
-from service.db import aware
+from service.db import Database, aware
 from service.errors import ServiceError
 from service.outlook import (
     find_or_queue_replay,
@@ -48,10 +47,22 @@ from service.outlook import (
     replay_payload,
 )
 from service.posterior import posterior_payload, set_detail
+from service.repositories.evidence import coverage_of, evidence_of
+from service.repositories.fits import create_fit, get_fit, latest_published, pending_fit
+from service.repositories.keys import ROLES, create_key
+from service.repositories.observations import add_observation, add_observations, count_observations
+from service.repositories.sets import (
+    get_catalog,
+    get_set,
+    list_sets,
+    load_bundled_sets,
+    load_set_text,
+    set_ids,
+)
 from service.reviews import add_review, list_reviews, observation_coverage, sets_touching
 from service.scheduler import queue_refits
 from service.settings import Settings, _redact
-from service.store import ROLES, Store
+from service.views import observation_dict
 
 app = typer.Typer(
     name="signpost",
@@ -144,7 +155,7 @@ def services(need_schema: bool = True, worker_mode: str | None = "inline") -> It
         built.close()
 
 
-def _check_schema(store: Store, settings: Settings) -> None:
+def _check_schema(store: Database, settings: Settings) -> None:
     where = _redact(settings.url)
     if not store.ping():
         _fail(f"cannot reach the database at {where} (check SIGNPOST_DATABASE_URL)")
@@ -195,7 +206,7 @@ def init() -> None:
             out.print(f"migrated the database at {where} from revision {before} to {after}")
         else:
             out.print(f"the database at {where} is current (revision {after})")
-        for scenario_set, changed in store.load_bundled_sets():
+        for scenario_set, changed in load_bundled_sets(store):
             verb = "loaded" if changed else "unchanged"
             out.print(f"{verb:9s} scenario set {scenario_set.id} ({scenario_set.title})")
 
@@ -203,8 +214,8 @@ def init() -> None:
 # -- sets ---------------------------------------------------------------------------------
 
 
-def _latest(store: Store, set_id: str) -> dict[str, Any] | None:
-    row = store.latest_published(set_id)
+def _latest(store: Database, set_id: str) -> dict[str, Any] | None:
+    row = latest_published(store, set_id=set_id)
     if row is None:
         return None
     return {"fit_id": row.id, "fitted_at": aware(row.finished_at).isoformat(),
@@ -216,7 +227,7 @@ def _latest(store: Store, set_id: str) -> dict[str, Any] | None:
 def sets_list() -> None:
     """List the loaded scenario sets."""
     with services() as svc:
-        sets = svc.store.list_sets()
+        sets = list_sets(svc.store)
         if not sets:
             out.print("no scenario sets loaded (run `signpost init` or `signpost sets load FILE`)")
             return
@@ -242,7 +253,7 @@ def sets_show(
 ) -> None:
     """Show one scenario set: its question, scenarios, indicators and latest fit."""
     with services() as svc:
-        scenario_set = svc.store.get_set(set_id)
+        scenario_set = get_set(svc.store, set_id=set_id)
         data = {**set_detail(scenario_set), "source": scenario_set.source}
         data["latest_published_fit"] = _latest(svc.store, set_id)
     if as_json:
@@ -279,7 +290,7 @@ def sets_load(
         _fail(f"{file}: cannot read: {exc.strerror or exc}")
     with services() as svc:
         try:
-            scenario_set, changed = svc.store.load_set_text(text, source=str(file))
+            scenario_set, changed = load_set_text(svc.store, yaml_text=text, source=str(file))
         except ScenarioSetError as exc:
             count = len(exc.problems)
             _fail(f"{file}: {_plural(count, 'problem')}; nothing was loaded:\n"
@@ -313,11 +324,11 @@ def observe(
               "source": source, "url": url, "note": note}
     data = {k: v for k, v in fields.items() if v is not None}
     with services() as svc:
-        row, _ = svc.store.add_observation(data, analyst=analyst or "")
-        coverage = observation_coverage(svc.store, row["indicator"],
-                                        dates.fromisoformat(row["date"]))
+        stored, _ = add_observation(svc.store, data=data, analyst=analyst or "")
+        coverage = observation_coverage(svc.store, stored.indicator, stored.date)
         queued = queue_refits(svc.store, list(coverage),
-                              requested_by=f"observation {row['id']}")
+                              requested_by=f"observation {stored.id}")
+    row = observation_dict(stored)
     if as_json:
         print(json.dumps({**row, "coverage": coverage, "queued_fits": queued}, indent=2))
         return
@@ -353,13 +364,13 @@ def import_(
     with services() as svc:
         store = svc.store
         if if_empty:
-            stored = store.count_observations()
+            stored = count_observations(store)
             if stored:
                 out.print(f"{stored} observations already stored; --if-empty: "
                           f"nothing imported from {file}")
                 return
         observations, skipped = read_observations_csv(
-            file, store.catalog(), today=store.today(), grades=store.grades, skip_bad=skip_bad)
+            file, get_catalog(store), today=store.today(), grades=store.grades, skip_bad=skip_bad)
         review = None
         if reviewed_through is not None:
             indicators = sorted({o.indicator for o in observations})
@@ -369,8 +380,8 @@ def import_(
             review = {"indicators": indicators, "through": reviewed_through,
                       "note": f"imported from {file.name}"}
         try:
-            imported, stored_review = store.add_observations(observations, analyst=analyst,
-                                                             review=review)
+            imported, stored_review = add_observations(store, observations=observations,
+                                                       analyst=analyst, review=review)
         except ServiceError as exc:
             if exc.field == "through":
                 _fail(f"--reviewed-through: {exc.message.removeprefix('through: ')}; "
@@ -448,9 +459,9 @@ def reviews(
         items, total = list_reviews(store, set_id=set_id, indicator=indicator, limit=1000)
         words = None
         if set_id:
-            scenario_set = store.get_set(set_id)
-            coverage = store.coverage(scenario_set)
-            grid = store.evidence(scenario_set, coverage=coverage).grid
+            scenario_set = get_set(store, set_id=set_id)
+            coverage = coverage_of(store, scenario_set=scenario_set)
+            grid = evidence_of(store, scenario_set=scenario_set, coverage=coverage).grid
             now = coverage.to_dict(grid)
             words = _coverage_words(
                 {"evidence_complete_through": now["evidence_complete_through"],
@@ -520,14 +531,14 @@ def refit(
     """Fit now and publish each posterior that passes the diagnostics gate."""
     with services() as svc:
         store = svc.store
-        set_ids = [store.get_set(set_id).id] if set_id else store.set_ids()
-        if not set_ids:
+        ids = [get_set(store, set_id=set_id).id] if set_id else set_ids(store)
+        if not ids:
             _fail("no scenario sets loaded; run `signpost init` first")
         unpublished = []
-        for sid in set_ids:
-            pending = store.pending_fit(sid)  # queued by a review, say: run that one now
+        for sid in ids:
+            pending = pending_fit(store, set_id=sid)  # queued by a review, say: run that one now
             fit_id = (pending.id if pending is not None and pending.status == "queued"
-                      else store.create_fit(sid, requested_by="cli"))
+                      else create_fit(store, set_id=sid, requested_by="cli"))
             started = time.perf_counter()
             with _progress(sid) as say:
                 say(f"{sid}: fitting (fit {fit_id})")
@@ -535,7 +546,8 @@ def refit(
             took = time.perf_counter() - started
             status = result["status"]
             if status == "published":
-                payload = posterior_payload(store.get_set(sid), store.get_fit_row(fit_id),
+                payload = posterior_payload(get_set(store, set_id=sid), get_fit(store,
+                                                                                fit_id=fit_id),
                                             store.clock(), svc.settings.stale_after)
                 out.print(f"{sid}: published fit {fit_id} in {took:.1f} s "
                           f"(evidence through {payload['evidence_through']})")
@@ -563,8 +575,8 @@ def posterior(
     """Print the latest published posterior of a set (the same JSON the API serves)."""
     with services() as svc:
         store = svc.store
-        scenario_set = store.get_set(set_id)
-        row = store.latest_published(set_id)
+        scenario_set = get_set(store, set_id=set_id)
+        row = latest_published(store, set_id=set_id)
         if row is None:
             _fail(f"no published posterior for {set_id} yet; run `signpost refit --set "
                   f"{set_id}`", code=1)
@@ -592,7 +604,7 @@ def forecast(
 ) -> None:
     """P(scenario in force at a date) and P(reached by then), from the published fit."""
     with services() as svc:
-        scenario_set = svc.store.get_set(set_id)
+        scenario_set = get_set(svc.store, set_id=set_id)
         payload = forecast_payload(svc.store, scenario_set, horizon)
     if as_json:
         print(json.dumps(payload, indent=2))
@@ -621,7 +633,7 @@ def milestones(
 ) -> None:
     """When each scenario (and each rung "or deeper") and each milestone is first reached."""
     with services() as svc:
-        scenario_set = svc.store.get_set(set_id)
+        scenario_set = get_set(svc.store, set_id=set_id)
         payload = milestones_payload(svc.store, scenario_set)
     if as_json:
         print(json.dumps(payload, indent=2))
@@ -658,13 +670,13 @@ def replay(
     """The posterior as it would have been on a past date (stored as a replay, never live)."""
     with services() as svc:
         store = svc.store
-        scenario_set = store.get_set(set_id)
+        scenario_set = get_set(store, set_id=set_id)
         when = parse_date_param(scenario_set, as_of, "as_of")
         row = find_or_queue_replay(store, scenario_set, when, requested_by="cli")
         if row.status == "queued" or (row.status == "running" and row.worker is None):
             with _progress(set_id) as say:
                 svc.runner.run_fit(row.id, progress=say)
-        row = store.get_fit_row(row.id)
+        row = get_fit(store, fit_id=row.id)
         payload = replay_payload(store, scenario_set, row)
     if as_json:
         print(json.dumps(payload, indent=2))
@@ -696,10 +708,10 @@ def serve(
              f"  sets       {base}/v1/sets"]
     try:
         with services(need_schema=False) as svc:
-            set_ids = svc.store.set_ids() if svc.store.migrations_current() else []
+            ids = set_ids(svc.store) if svc.store.migrations_current() else []
     except (Exit, SQLAlchemyError):
-        set_ids = []
-    for sid in set_ids or ["<id>"]:
+        ids = []
+    for sid in ids or ["<id>"]:
         lines.append(f"  posterior  {base}/v1/sets/{sid}/posterior")
     lines.append("  scheduler  " + ("on (refits every "
                                     f"{settings.refit_interval} s when the evidence changes)"
@@ -773,7 +785,7 @@ def keys_create(
 ) -> None:
     """Create an API key; it is printed once, alone on the last line of stdout."""
     with services() as svc:
-        secret = svc.store.create_key(role, name=name)
+        secret = create_key(svc.store, role=role, name=name)
     label = f" '{name}'" if name else ""
     err.print(f"created {role} key{label}; it is shown once and only its hash is stored:",
               markup=False)

@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 
+from service.db import Database
 from service.posterior import PosteriorCache
 from service.runner import FitRunner, make_owner
 from service.scheduler import RefitScheduler
 from service.settings import Settings
-from service.store import Store
 from service.worker import WorkerPool
 
 
@@ -29,7 +29,7 @@ class Services:
     """Everything a Signpost process needs, built from one Settings object."""
 
     settings: Settings
-    store: Store
+    store: Database
     pool: WorkerPool
     runner: FitRunner
     scheduler: RefitScheduler | None = field(default=None)
@@ -42,7 +42,7 @@ class Services:
         configure_compile_cache(settings)
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         today = date.fromisoformat(settings.today) if settings.today else None
-        store = Store(settings.url, grades=settings.grade_table(), today=today,
+        store = Database(settings.url, grades=settings.grade_table(), today=today,
                       coverage_rule=settings.coverage)
         pool = WorkerPool(worker_mode or settings.worker)
         runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,

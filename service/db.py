@@ -9,8 +9,11 @@ row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -26,11 +29,17 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from indicators import DEFAULT_GRADES, Catalog, CoverageRule, GradeTable
+from service import migrate
 from service.errors import BadRequest, Conflict, NotFound
+
+if TYPE_CHECKING:
+    from priors import ScenarioSet
 
 
 class Base(DeclarativeBase):
@@ -231,6 +240,8 @@ __all__ = [
     "ScenarioSetRow",
     "make_engine",
     "make_sessionmaker",
+    "utcnow",
+    "Database",
 ]
 
 
@@ -264,3 +275,82 @@ def mark_retracted(row: Any, what: str, row_id: int, reason: str, by: str,
                        code="already_retracted")
     row.retracted_at = now
     row.retraction_reason = reason.strip() + (f" (by {by})" if by else "")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Database:
+    """Signpost's database handle: engine, sessions, clock and the parsed-set cache.
+
+    The reads and writes are the keyword-only functions of `service.repositories`, each
+    taking this handle first.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL (SQLite or PostgreSQL).
+    grades : GradeTable
+        Grade → weight table applied when an observation is stored.
+    clock : callable
+        Returns the current aware datetime (injected so tests can move time).
+    today : datetime.date, optional
+        Freezes "today" (replays and tests).
+    coverage_rule : {"reviews", "reviews_only", "as_of"}
+        How far each indicator's evidence counts (`indicators.coverage`).
+
+    """
+
+    def __init__(self, url: str, grades: GradeTable = DEFAULT_GRADES,
+                 clock: Callable[[], datetime] = utcnow, today: date | None = None,
+                 coverage_rule: CoverageRule = "reviews"):
+        self.url = url
+        self.coverage_rule = coverage_rule
+        self.engine = make_engine(url)
+        self.Session = make_sessionmaker(self.engine)
+        self.grades = grades
+        self.clock = clock
+        self._today = today
+        # parsed scenario sets by id, with the content hash they were parsed from, and the
+        # catalog with the key (ids, hashes) it was built for (`service.repositories.sets`)
+        self.parsed_sets: dict[str, tuple[str, ScenarioSet]] = {}
+        self.parsed_sets_lock = threading.Lock()
+        self.catalog_cache: tuple[tuple, Catalog] | None = None
+
+    def today(self) -> date:
+        """Today's date (UTC), unless frozen by configuration."""
+        return self._today or self.clock().date()
+
+    def migrate(self) -> None:
+        """Create or migrate the schema to the newest revision."""
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(self.engine)
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any driver error means "not reachable"
+            return False
+
+    def migrations_current(self) -> bool:
+        """Whether the schema is at the newest revision."""
+        try:
+            return migrate.is_current(self.engine)
+        except Exception:
+            return False
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.dispose()

@@ -13,10 +13,11 @@ from typing import Any
 
 from indicators import make_grid, period_floor
 from priors import ScenarioSet
-from service.db import FitRow
+from service.db import Database, FitRow
 from service.errors import BadRequest, NotFound
 from service.posterior import coverage_fields, fit_header, scenario_rows
-from service.store import Store
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import create_fit, get_fit, latest_published, replays
 
 
 def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) -> date:
@@ -45,8 +46,8 @@ def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) ->
     return value
 
 
-def _published(store: Store, scenario_set: ScenarioSet) -> FitRow:
-    row = store.latest_published(scenario_set.id)
+def _published(store: Database, scenario_set: ScenarioSet) -> FitRow:
+    row = latest_published(store, set_id=scenario_set.id)
     if row is None:
         raise NotFound(f"set '{scenario_set.id}' has no published posterior yet; queue a fit "
                        "(POST /v1/fits or `signpost refit`)", code="no_posterior")
@@ -59,7 +60,7 @@ def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
             **coverage_fields(row)}
 
 
-def path_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
+def path_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, Any]:
     """The filtered path ``P(z_t = k | evidence up to t)`` for every period."""
     row = _published(store, scenario_set)
     path = (row.summary or {}).get("path", {})
@@ -67,7 +68,7 @@ def path_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
             "periods": path.get("periods", []), "probability": path.get("probability", [])}
 
 
-def forecast_payload(store: Store, scenario_set: ScenarioSet,
+def forecast_payload(store: Database, scenario_set: ScenarioSet,
                      horizon: str | date) -> dict[str, Any]:
     """``P(z at horizon = k)`` ("at") and ``P(reach k by horizon)`` ("by"), with MCSE."""
     when = parse_date_param(scenario_set, horizon, "horizon")
@@ -100,7 +101,7 @@ def forecast_payload(store: Store, scenario_set: ScenarioSet,
         for k, sid in enumerate(scenario_set.scenario_ids)]}
 
 
-def milestones_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any]:
+def milestones_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, Any]:
     """When each scenario, rung "or deeper" and milestone is first reached.
 
     Each with its median, 80 % interval and P(before the set's end).
@@ -122,7 +123,7 @@ def milestones_payload(store: Store, scenario_set: ScenarioSet) -> dict[str, Any
     }
 
 
-def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
+def replay_payload(store: Database, scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
     """A replay fit as the posterior JSON, with its diagnostics and status."""
     return {
         "set_id": scenario_set.id,
@@ -138,7 +139,7 @@ def replay_payload(store: Store, scenario_set: ScenarioSet, row: FitRow) -> dict
     }
 
 
-def find_or_queue_replay(store: Store, scenario_set: ScenarioSet, as_of: date,
+def find_or_queue_replay(store: Database, scenario_set: ScenarioSet, as_of: date,
                          requested_by: str = "replay") -> FitRow:
     """The replay of ``scenario_set`` as of ``as_of`` on today's evidence store.
 
@@ -147,13 +148,13 @@ def find_or_queue_replay(store: Store, scenario_set: ScenarioSet, as_of: date,
     queued (or the pending one returned). Replays are never served as the live posterior.
     """
     through = min(as_of, scenario_set.end) if scenario_set.end else as_of
-    evidence_hash = store.evidence(scenario_set, through).hash()
-    for row in store.replays(scenario_set.id, through):
+    evidence_hash = evidence_of(store, scenario_set=scenario_set, as_of=through).hash()
+    for row in replays(store, set_id=scenario_set.id, as_of=through):
         if row.status == "published" and row.evidence_hash == evidence_hash \
                 and row.set_hash == scenario_set.content_hash:
             return row
         if row.status in ("queued", "running"):
             return row
-    fit_id = store.create_fit(scenario_set.id, requested_by=requested_by, kind="replay",
-                              as_of=through)
-    return store.get_fit_row(fit_id)
+    fit_id = create_fit(store, set_id=scenario_set.id, requested_by=requested_by, kind="replay",
+                        as_of=through)
+    return get_fit(store, fit_id=fit_id)

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from priors import ScenarioSet
-from service.db import FitRow, aware
-from service.store import Store
+from service.db import Database, FitRow, aware
+from service.repositories.fits import get_fit, latest_published_id
+from service.repositories.sets import get_set
 
 T = TypeVar("T")
 
@@ -182,21 +183,21 @@ class PosteriorCache:
         with self._lock:
             self._entries.pop(set_id, None)
 
-    def refresh(self, store: Store, now: datetime, stale_after: float) -> None:
+    def refresh(self, store: Database, now: datetime, stale_after: float) -> None:
         """Re-check every cached set's newest published fit (the polling version check)."""
         for set_id in list(self._entries):
             self.get(store, set_id, now, stale_after)
 
-    def get(self, store: Store, set_id: str, now: datetime,
+    def get(self, store: Database, set_id: str, now: datetime,
             stale_after: float) -> dict[str, Any] | None:
         """The posterior payload of ``set_id``, or None when it has no published fit."""
-        fit_id = store.latest_published_id(set_id)
+        fit_id = latest_published_id(store, set_id=set_id)
         if fit_id is None:
             return None
         entry = self._entries.get(set_id)
         if entry is None or entry[0] != fit_id:
-            row = store.get_fit_row(fit_id)
-            payload = posterior_payload(store.get_set(set_id), row, now, stale_after)
+            row = get_fit(store, fit_id=fit_id)
+            payload = posterior_payload(get_set(store, set_id=set_id), row, now, stale_after)
             with self._lock:
                 self._entries[set_id] = (fit_id, aware(row.finished_at), payload)
         return self.peek(set_id, now, stale_after)

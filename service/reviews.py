@@ -4,8 +4,8 @@ A review says "these indicators' sources were reviewed through DATE, and everyth
 logged". Append-only, like observations: a mistaken review is retracted (it stays stored,
 flagged), never edited. An indicator's coverage follows the rule of `indicators.coverage`: by
 default the latest date any live review covers it through, else the set's newest entry. The
-functions here take the `Store` for its session, clock and catalog; the API and the CLI call
-them.
+functions here take the `Database` handle for its session, clock and catalog; the API and the
+CLI call them.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from service.db import (
     mark_retracted,
 )
 from service.errors import BadRequest, Conflict
-from service.repositories import evidence
+from service.repositories.evidence import coverage_on, coverages_of
+from service.repositories.sets import get_catalog, get_set, list_sets, set_ids
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
-    from service.store import Store
+    from service.db import Database
 
 __all__ = [
     "ReviewIn",
@@ -89,7 +90,7 @@ def _parse_through(value: str, today: dt.date) -> dt.date:
     return through
 
 
-def validate_review(store: Store, data: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...],
+def validate_review(store: Database, data: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...],
                                                                      dt.date, str]:
     """Check a review against the loaded sets, the catalog and today's date.
 
@@ -118,19 +119,19 @@ def validate_review(store: Store, data: Mapping[str, Any]) -> tuple[str | None, 
     through = _parse_through(review.through, store.today())
     scenario_set = None
     if review.set_id is not None:
-        known = store.set_ids()
+        known = set_ids(store)
         if review.set_id not in known:
             hint = did_you_mean(review.set_id, known)
             raise BadRequest(f"set_id: unknown scenario set '{review.set_id}'{hint} "
                              f"(sets: {', '.join(known) or 'none loaded'})", field="set_id")
-        scenario_set = store.get_set(review.set_id)
+        scenario_set = get_set(store, set_id=review.set_id)
     if not review.indicators:
         if scenario_set is None:
             raise BadRequest("indicators: name the indicators reviewed, or give set_id to "
                              "review all of a set's", field="indicators")
         indicators = tuple(sorted(scenario_set.indicator_ids))
     else:
-        catalog = store.catalog()
+        catalog = get_catalog(store)
         for indicator in review.indicators:
             try:
                 catalog.get_or_raise(indicator, field="indicators")
@@ -142,7 +143,7 @@ def validate_review(store: Store, data: Mapping[str, Any]) -> tuple[str | None, 
                                  f"'{scenario_set.id}'{hint}", field="indicators")
         indicators = tuple(sorted(set(review.indicators)))
     sets = [scenario_set] if scenario_set is not None else [
-        s for s in store.list_sets() if set(indicators) & set(s.indicator_ids)]
+        s for s in list_sets(store) if set(indicators) & set(s.indicator_ids)]
     if sets:
         start = min(s.start for s in sets)
         if through < start:
@@ -152,7 +153,7 @@ def validate_review(store: Store, data: Mapping[str, Any]) -> tuple[str | None, 
     return review.set_id, indicators, through, review.note
 
 
-def add_review(store: Store, data: Mapping[str, Any], analyst: str = "",
+def add_review(store: Database, data: Mapping[str, Any], analyst: str = "",
                idempotency_key: str | None = None, session: Any = None
                ) -> tuple[dict[str, Any], bool]:
     """Validate and commit one review.
@@ -199,7 +200,7 @@ def add_review(store: Store, data: Mapping[str, Any], analyst: str = "",
     return review_dict(row, indicators), True
 
 
-def _by_key(store: Store, key: str) -> ReviewRow | None:
+def _by_key(store: Database, key: str) -> ReviewRow | None:
     with store.Session() as session:
         return session.scalar(select(ReviewRow).where(ReviewRow.idempotency_key == key))
 
@@ -216,7 +217,7 @@ def _indicators_of(session, review_ids: Iterable[int]) -> dict[int, list[str]]:
     return out
 
 
-def _replay(store: Store, existing: ReviewRow, through: dt.date,
+def _replay(store: Database, existing: ReviewRow, through: dt.date,
             indicators: tuple[str, ...]) -> tuple[dict[str, Any], bool]:
     with store.Session() as session:
         stored = _indicators_of(session, [existing.id]).get(existing.id, [])
@@ -227,7 +228,7 @@ def _replay(store: Store, existing: ReviewRow, through: dt.date,
     return review_dict(existing, stored), False
 
 
-def list_reviews(store: Store, set_id: str | None = None, indicator: str | None = None,
+def list_reviews(store: Database, set_id: str | None = None, indicator: str | None = None,
                  limit: int = 100, offset: int = 0,
                  include_retracted: bool = True) -> tuple[list[dict[str, Any]], int]:
     """A page of reviews, newest ``through`` first, and the total matching.
@@ -238,7 +239,7 @@ def list_reviews(store: Store, set_id: str | None = None, indicator: str | None 
     conditions = []
     wanted: set[str] | None = None
     if set_id:
-        wanted = set(store.get_set(set_id).indicator_ids)
+        wanted = set(get_set(store, set_id=set_id).indicator_ids)
     if indicator:
         wanted = {indicator} if wanted is None else wanted & {indicator}
     if wanted is not None:
@@ -257,7 +258,7 @@ def list_reviews(store: Store, set_id: str | None = None, indicator: str | None 
     return [review_dict(r, indicators.get(r.id, [])) for r in rows], total
 
 
-def retract_review(store: Store, review_id: int, reason: str, by: str = "") -> dict[str, Any]:
+def retract_review(store: Database, review_id: int, reason: str, by: str = "") -> dict[str, Any]:
     """Mark a review retracted: it stays stored and stops counting towards coverage.
 
     Raises
@@ -272,28 +273,29 @@ def retract_review(store: Store, review_id: int, reason: str, by: str = "") -> d
     return review_dict(row, indicators)
 
 
-def observation_coverage(store: Store, indicator: str,
+def observation_coverage(store: Database, indicator: str,
                          day: dt.date) -> dict[str, dict[str, Any]]:
     """For each set using ``indicator``: its coverage today, and whether ``day`` is inside it.
 
     An observation dated after its indicator's coverage is stored but is not evidence until a
     review covers it: what the analyst who just logged it needs to know.
     """
+    touching = [s for s in list_sets(store) if indicator in s.indicator_ids]
     out = {}
-    for set_id in sets_touching(store, [indicator]):
-        covered = store.coverage(store.get_set(set_id)).dates()[indicator]
+    for set_id, set_coverage in coverages_of(store, scenario_sets=touching).items():
+        covered = set_coverage.dates()[indicator]
         out[set_id] = {"covered_through": None if covered is None else covered.isoformat(),
                        "counted": covered is not None and day <= covered}
     return out
 
 
-def sets_touching(store: Store, indicators: Iterable[str]) -> list[str]:
+def sets_touching(store: Database, indicators: Iterable[str]) -> list[str]:
     """Ids of the loaded sets that use any of ``indicators``."""
     wanted = set(indicators)
-    return [s.id for s in store.list_sets() if wanted & set(s.indicator_ids)]
+    return [s.id for s in list_sets(store) if wanted & set(s.indicator_ids)]
 
 
-def coverage(store: Store, scenario_set: ScenarioSet, through: dt.date,
+def coverage(store: Database, scenario_set: ScenarioSet, through: dt.date,
              rule: CoverageRule | None = None) -> Coverage:
     """Each of the set's indicators' coverage on ``through`` (`indicators.coverage`)."""
-    return evidence.coverage_on(store, scenario_set=scenario_set, through=through, rule=rule)
+    return coverage_on(store, scenario_set=scenario_set, through=through, rule=rule)

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from forecast import FitSettings
-from service.store import Store, fit_dict
+from service.db import Database
+from service.repositories.evidence import coverage_of, evidence_of
+from service.repositories.fits import acquire_lease, get_fit, release_lease, renew_lease, update_fit
+from service.repositories.sets import get_set, set_text
+from service.views import fit_dict
 from service.worker import WorkerPool, fit_settings_dict
 
 log = logging.getLogger("signpost.runner")
@@ -30,7 +34,7 @@ def make_owner(role: str = "worker") -> str:
 class _Heartbeat(threading.Thread):
     """Renews a lease every third of its length while a fit runs."""
 
-    def __init__(self, store: Store, set_id: str, owner: str, seconds: float):
+    def __init__(self, store: Database, set_id: str, owner: str, seconds: float):
         super().__init__(daemon=True, name=f"lease-{set_id}")
         self.store, self.set_id, self.owner, self.seconds = store, set_id, owner, seconds
         self.stopped = threading.Event()
@@ -39,7 +43,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(self.seconds / 3):
             try:
-                if not self.store.renew_lease(self.set_id, self.owner, self.seconds):
+                if not renew_lease(self.store, set_id=self.set_id, owner=self.owner,
+                                   seconds=self.seconds):
                     self.lost = True
                     return
             except Exception:  # a database hiccup: try again next beat
@@ -54,7 +59,7 @@ class FitRunner:
 
     Parameters
     ----------
-    store : Store
+    store : Database
     pool : WorkerPool
         Where the sampling happens.
     fit_settings : FitSettings
@@ -66,7 +71,7 @@ class FitRunner:
 
     """
 
-    def __init__(self, store: Store, pool: WorkerPool, fit_settings: FitSettings,
+    def __init__(self, store: Database, pool: WorkerPool, fit_settings: FitSettings,
                  lease_seconds: float, artifacts_dir: Any, owner: str | None = None):
         self.store = store
         self.pool = pool
@@ -88,13 +93,14 @@ class FitRunner:
 
         """
         say = progress or (lambda message: None)
-        row = self.store.get_fit_row(fit_id)
+        row = get_fit(self.store, fit_id=fit_id)
         if row.status in ("published", "rejected", "failed"):
             return fit_dict(row)
         set_id = row.set_id
         # One token per attempt: two threads of one process must exclude each other too.
         token = f"{self.owner}/{uuid.uuid4().hex[:8]}"
-        if not self.store.acquire_lease(set_id, token, fit_id, self.lease_seconds):
+        if not acquire_lease(self.store, set_id=set_id, owner=token, fit_id=fit_id,
+                             seconds=self.lease_seconds):
             say(f"{set_id}: another worker holds the lease; fit {fit_id} waits")
             return fit_dict(row)
         heartbeat = _Heartbeat(self.store, set_id, token, self.lease_seconds)
@@ -103,23 +109,24 @@ class FitRunner:
             return self._run_leased(fit_id, say, heartbeat, token)
         finally:
             heartbeat.stop()
-            self.store.release_lease(set_id, token)
+            release_lease(self.store, set_id=set_id, owner=token)
 
     def _run_leased(self, fit_id: str, say: Callable[[str], None],
                     heartbeat: _Heartbeat, token: str) -> dict[str, Any]:
-        row = self.store.get_fit_row(fit_id)
+        row = get_fit(self.store, fit_id=fit_id)
         if row.status in ("published", "rejected", "failed"):  # done while we waited
             return fit_dict(row)
         store = self.store
-        store.update_fit(fit_id, status="running", started_at=store.clock(),
-                         attempts=row.attempts + 1, worker=token)
+        update_fit(store, fit_id=fit_id, status="running", started_at=store.clock(),
+                   attempts=row.attempts + 1, worker=token)
         try:
-            scenario_set = store.get_set(row.set_id)
+            scenario_set = get_set(store, set_id=row.set_id)
             say(f"{row.set_id}: aggregating evidence")
             as_of = row.as_of or store.today()
-            coverage = store.coverage(scenario_set, as_of)
-            evidence = store.evidence(scenario_set, as_of, coverage=coverage)
-            yaml_text, source = store.set_text(row.set_id)
+            coverage = coverage_of(store, scenario_set=scenario_set, as_of=as_of)
+            evidence = evidence_of(store, scenario_set=scenario_set, as_of=as_of,
+                                   coverage=coverage)
+            yaml_text, source = set_text(store, set_id=row.set_id)
             artifact = str(self._artifact_path(row.set_id, fit_id))
             say(f"{row.set_id}: sampling {evidence.n_periods} periods × "
                 f"{evidence.n_indicators} indicators")
@@ -127,19 +134,21 @@ class FitRunner:
                                     fit_settings_dict(self.fit_settings), artifact)
         except Exception as exc:  # the reason is recorded; the last good posterior stays
             log.exception("fit %s failed", fit_id)
-            store.update_fit(fit_id, status="failed", finished_at=store.clock(),
-                             reason=f"{type(exc).__name__}: {exc}")
-            return store.get_fit(fit_id)
-        if heartbeat.lost or not store.renew_lease(row.set_id, token, self.lease_seconds):
+            update_fit(store, fit_id=fit_id, status="failed", finished_at=store.clock(),
+                       reason=f"{type(exc).__name__}: {exc}")
+            return fit_dict(get_fit(store, fit_id=fit_id))
+        if heartbeat.lost or not renew_lease(store, set_id=row.set_id, owner=token,
+                                             seconds=self.lease_seconds):
             # Someone took the set over (we were presumed dead): do not publish twice.
-            store.update_fit(fit_id, reason="lease lost before publishing; result discarded")
-            return store.get_fit(fit_id)
+            update_fit(store, fit_id=fit_id,
+                       reason="lease lost before publishing; result discarded")
+            return fit_dict(get_fit(store, fit_id=fit_id))
         # what the evidence covered: each indicator's date, and how far the nowcast runs past
         summary["coverage"] = coverage.to_dict(evidence.grid)
         diagnostics = summary["diagnostics"]
         passed = bool(diagnostics["passed"])
-        store.update_fit(
-            fit_id,
+        update_fit(
+            store, fit_id=fit_id,
             status="published" if passed else "rejected",
             finished_at=store.clock(),
             as_of=evidence.as_of,
@@ -157,7 +166,7 @@ class FitRunner:
         if passed and row.kind == "live":
             for callback in self.on_publish:
                 callback(row.set_id, fit_id)
-        return store.get_fit(fit_id)
+        return fit_dict(get_fit(store, fit_id=fit_id))
 
     def _artifact_path(self, set_id: str, fit_id: str) -> Path:
         return Path(self.artifacts_dir) / set_id / f"{fit_id}.nc"

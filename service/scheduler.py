@@ -15,8 +15,16 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from service.db import Database
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import (
+    latest_finished,
+    pending_statuses,
+    queue_fit,
+    runnable_fits,
+)
+from service.repositories.sets import get_set, set_ids
 from service.runner import FitRunner
-from service.store import Store
 
 log = logging.getLogger("signpost.scheduler")
 
@@ -36,7 +44,7 @@ class RefitScheduler:
 
     Parameters
     ----------
-    store : Store
+    store : Database
     runner : FitRunner
     refit_interval : float
         Seconds between evidence checks of one set.
@@ -45,7 +53,7 @@ class RefitScheduler:
 
     """
 
-    def __init__(self, store: Store, runner: FitRunner, refit_interval: float,
+    def __init__(self, store: Database, runner: FitRunner, refit_interval: float,
                  queue_poll: float):
         self.store = store
         self.runner = runner
@@ -74,7 +82,7 @@ class RefitScheduler:
 
     def sync_sets(self) -> None:
         """Give every loaded set its refit job (sets loaded later get one too)."""
-        for set_id in self.store.set_ids():
+        for set_id in set_ids(self.store):
             job_id = f"refit:{set_id}"
             if self.scheduler.get_job(job_id) is None:
                 self.scheduler.add_job(self.check_set, "interval", args=[set_id],
@@ -93,7 +101,7 @@ class RefitScheduler:
             return None
 
     @staticmethod
-    def queue_if_changed(store: Store, set_id: str, requested_by: str = "scheduler",
+    def queue_if_changed(store: Database, set_id: str, requested_by: str = "scheduler",
                          after_running: bool = False) -> str | None:
         """Queue a fit when the evidence or the set changed since the last verdict.
 
@@ -103,28 +111,27 @@ class RefitScheduler:
         """
         # checked first: a queued fit will read the newest evidence, so a burst of changes
         # (while a fit runs, too) is one more fit, and costs no evidence query
-        if store.pending_fit(set_id, statuses=("queued",)) is not None:
+        pending = pending_statuses(store, set_id=set_id)
+        if "queued" in pending or (not after_running and "running" in pending):
             return None
-        if not after_running and store.pending_fit(set_id, statuses=("running",)) is not None:
-            return None
-        scenario_set = store.get_set(set_id)
-        evidence = store.evidence(scenario_set)
-        last = store.latest_finished(set_id)
+        scenario_set = get_set(store, set_id=set_id)
+        evidence = evidence_of(store, scenario_set=scenario_set)
+        last = latest_finished(store, set_id=set_id)
         if (last is not None and last.evidence_hash == evidence.hash()
                 and last.set_hash == scenario_set.content_hash):
             return None
-        return store.create_fit(set_id, requested_by=requested_by)
+        return queue_fit(store, scenario_set=scenario_set, requested_by=requested_by)
 
     def drain(self) -> None:
         """Run queued fits and take over fits whose lease expired."""
         try:
-            for row in self.store.runnable_fits():
+            for row in runnable_fits(self.store):
                 self.runner.run_fit(row.id)
         except Exception:
             log.exception("draining the fit queue failed")
 
 
-def queue_refits(store: Store, set_ids: list[str], requested_by: str) -> dict[str, str]:
+def queue_refits(store: Database, set_ids: list[str], requested_by: str) -> dict[str, str]:
     """Queue a refit of each set whose evidence changed (a review, say); returns the fit ids.
 
     The scheduler's drain job (every ``SIGNPOST_QUEUE_POLL`` seconds) runs them.

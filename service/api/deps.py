@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import refusal
 from service.context import Services
+from service.db import Database
 from service.errors import BadRequest, Forbidden, Unauthorized
+from service.repositories.keys import ROLES, ApiKey, verify_key
 from service.settings import Settings
-from service.store import ROLES, ApiKey, Store
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sp_...`")
 
@@ -33,7 +34,7 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def get_store(services: Annotated[Services, Depends(get_services)]) -> Store:
+async def get_store(services: Annotated[Services, Depends(get_services)]) -> Database:
     """The store."""
     return services.store
 
@@ -44,14 +45,14 @@ async def get_settings(services: Annotated[Services, Depends(get_services)]) -> 
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-StoreDep = Annotated[Store, Depends(get_store)]
+StoreDep = Annotated[Database, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 # -- API keys ---------------------------------------------------------------------------
 
 def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None,
-                  store: Store) -> ApiKey:
+                  store: Database) -> ApiKey:
     if credentials is None:
         if request.headers.get("authorization"):
             raise Unauthorized("the Authorization header must be 'Bearer <key>'",
@@ -59,7 +60,7 @@ def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | 
         raise Unauthorized("this needs an API key: send 'Authorization: Bearer <key>' "
                            "(create one with `signpost keys create --role ROLE`)",
                            field="Authorization")
-    key = store.verify_key(credentials.credentials)
+    key = verify_key(store, secret=credentials.credentials)
     if key is None:
         raise Unauthorized("unknown or revoked API key", field="Authorization",
                            code="invalid_key")

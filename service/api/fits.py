@@ -14,6 +14,8 @@ from service.api.deps import AdminKey, ReadAccess, StoreDep, body_schema, json_m
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Fit, FitQueued, FitRequest
 from service.api.responses import finite
+from service.repositories import fits, sets
+from service.views import fit_dict
 
 router = APIRouter(prefix="/fits", tags=["fits"],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
@@ -32,12 +34,12 @@ def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
     A fit of the set that is still queued (not yet started, so it will read the newest
     evidence) is returned instead of queueing a second one.
     """
-    store.get_set(body.set_id)
-    pending = store.pending_fit(body.set_id)
+    sets.get_set(store, set_id=body.set_id)
+    pending = fits.pending_fit(store, set_id=body.set_id)
     if pending is not None and pending.status == "queued":
         fit_id = pending.id
     else:
-        fit_id = store.create_fit(body.set_id, requested_by=who(key))
+        fit_id = fits.create_fit(store, set_id=body.set_id, requested_by=who(key))
     response.headers["Location"] = f"/v1/fits/{fit_id}"
     return {"fit_id": fit_id, "set_id": body.set_id, "status": "queued"}
 
@@ -46,4 +48,4 @@ def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
 def get_fit(fit_id: Annotated[str, Path(max_length=100)], store: StoreDep,
             _: ReadAccess) -> dict[str, Any]:
     """A fit's status (queued, running, published, rejected, failed), timings, diagnostics."""
-    return finite(store.get_fit(fit_id))
+    return finite(fit_dict(fits.get_fit(store, fit_id=fit_id)))

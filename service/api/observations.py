@@ -27,8 +27,10 @@ from service.api.models import (
 )
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
+from service.repositories import observations, sets
 from service.reviews import observation_coverage, sets_touching
 from service.scheduler import queue_refits
+from service.views import observation_dict
 
 router = APIRouter(prefix="/observations", tags=["observations"],
                    responses={401: ERROR_RESPONSES[401]})
@@ -57,15 +59,15 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
     dated later waits for a review (``POST /v1/reviews``). A refit is queued for each set
     whose evidence it changed (one pending fit per set: a burst of observations is one refit).
     """
-    row, created = store.add_observation(body, analyst=who(key),
-                                         idempotency_key=idempotency_key)
-    coverage = observation_coverage(store, row["indicator"], date.fromisoformat(row["date"]))
+    row, created = observations.add_observation(store, data=body, analyst=who(key),
+                                                idempotency_key=idempotency_key)
+    coverage = observation_coverage(store, row.indicator, row.date)
     if created:
-        queue_refits(store, list(coverage), requested_by=f"observation {row['id']}")
+        queue_refits(store, list(coverage), requested_by=f"observation {row.id}")
     else:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return {**row, "coverage": coverage}
+    return {**observation_dict(row), "coverage": coverage}
 
 
 @router.get("", response_model=ObservationPage, responses={404: ERROR_RESPONSES[404]})
@@ -81,16 +83,16 @@ def list_observations(
 ) -> dict[str, Any]:
     """A page of observations, newest date first: ``{"items", "total", "next"}``."""
     if indicator is not None:
-        store.catalog().get_or_raise(indicator, field="indicator")
+        sets.get_catalog(store).get_or_raise(indicator, field="indicator")
     if since and until and since > until:
         raise BadRequest(f"until: {until} is before since ({since})", field="until")
     try:
-        items, total = store.list_observations(
-            indicator=indicator, set_id=set_id, since=since, until=until, limit=limit,
+        rows, total = observations.list_observations(
+            store, indicator=indicator, set_id=set_id, since=since, until=until, limit=limit,
             offset=offset, include_retracted=include_retracted)
     except NotFound as exc:
         raise NotFound(exc.message, field="set") from None
-    return page(request, items, total, offset, limit)
+    return page(request, [observation_dict(r) for r in rows], total, offset, limit)
 
 
 @router.post("/{observation_id}/retract", openapi_extra=body_schema(Retraction),
@@ -103,7 +105,8 @@ def retract_observation(observation_id: ObservationId, key: AnalystKey,
 
     A refit is queued for each set whose evidence it changed.
     """
-    row = store.retract(observation_id, body.reason, by=who(key))
-    queue_refits(store, sets_touching(store, [row["indicator"]]),
-                 requested_by=f"retraction {row['id']}")
-    return row
+    row = observations.retract_observation(store, observation_id=observation_id,
+                                           reason=body.reason, by=who(key))
+    queue_refits(store, sets_touching(store, [row.indicator]),
+                 requested_by=f"retraction {row.id}")
+    return observation_dict(row)

@@ -22,6 +22,7 @@ from service.api.errors import ERROR_RESPONSES
 from service.api.models import Retraction, ReviewCreate, ReviewPage, ReviewWithRefits
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
+from service.repositories import sets
 from service.reviews import add_review, list_reviews, retract_review, sets_touching
 from service.scheduler import queue_refits
 
@@ -77,7 +78,7 @@ def get_reviews(
     """
     if indicator is not None:
         try:
-            store.catalog().get_or_raise(indicator, field="indicator")
+            sets.get_catalog(store).get_or_raise(indicator, field="indicator")
         except ValueError as exc:
             raise BadRequest(str(exc), field="indicator") from None
     try:

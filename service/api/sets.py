@@ -34,6 +34,7 @@ from service.outlook import (
     replay_payload,
 )
 from service.posterior import history_payload, set_detail, set_summary
+from service.repositories import fits, sets
 
 router = APIRouter(prefix="/sets", tags=["sets"], dependencies=[Depends(read_access)],
                    responses={s: ERROR_RESPONSES[s] for s in (401, 404)})
@@ -51,13 +52,13 @@ def _rendered(model: type, description: str) -> dict[int | str, dict]:
 @router.get("", response_model=list[SetSummary])
 def list_sets(store: StoreDep) -> list[dict[str, Any]]:
     """Every loaded scenario set."""
-    return [set_summary(s) for s in store.list_sets()]
+    return [set_summary(s) for s in sets.list_sets(store)]
 
 
 @router.get("/{set_id}", response_model=SetDetail)
 def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
     """One scenario set in full."""
-    return set_detail(store.get_set(set_id))
+    return set_detail(sets.get_set(store, set_id=set_id))
 
 
 @router.get("/{set_id}/posterior",
@@ -73,8 +74,8 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
         rendered = cache.peek_rendered(set_id, store.clock(), settings.stale_after, render)
     if rendered is not None:
         return rendered_json(request, rendered)
-    await run_in_threadpool(store.get_set, set_id)  # unknown set: 404 naming set_id
-    pending = await run_in_threadpool(store.pending_fit, set_id)
+    await run_in_threadpool(sets.get_set, store, set_id=set_id)  # unknown set: 404 naming set_id
+    pending = await run_in_threadpool(fits.pending_fit, store, set_id=set_id)
     hint = (f"fit {pending.id} is {pending.status}" if pending is not None else
             f'an admin can queue one with POST /v1/fits {{"set_id": "{set_id}"}}')
     raise NotFound(f"scenario set '{set_id}' has no published posterior yet; {hint}",
@@ -84,14 +85,15 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
 @router.get("/{set_id}/history", responses=_rendered(History, "One row per published fit"))
 def get_history(set_id: str, request: Request, store: StoreDep) -> Response:
     """One row per published fit, oldest first, with each scenario's probability."""
-    scenario_set = store.get_set(set_id)
-    return cached_json(request, history_payload(scenario_set, store.history(set_id)))
+    scenario_set = sets.get_set(store, set_id=set_id)
+    return cached_json(request, history_payload(scenario_set,
+                                                fits.fit_history(store, set_id=set_id)))
 
 
 @router.get("/{set_id}/path", responses=_rendered(Paths, "The filtered path"))
 def get_path(set_id: str, request: Request, store: StoreDep) -> Response:
     """The filtered path: P(scenario in force in period t | evidence up to t), every period."""
-    return cached_json(request, path_payload(store, store.get_set(set_id)))
+    return cached_json(request, path_payload(store, sets.get_set(store, set_id=set_id)))
 
 
 @router.get("/{set_id}/forecast", responses=_rendered(Forecast, "The forecast at a horizon")
@@ -100,14 +102,15 @@ def get_forecast(set_id: str, request: Request, store: StoreDep,
                  horizon: Annotated[str, Query(description="a date up to the set's end, "
                                                            "YYYY-MM-DD")]) -> Response:
     """P(scenario in force at the horizon) ("at") and P(reached by then) ("by"), with MCSE."""
-    return cached_json(request, forecast_payload(store, store.get_set(set_id), horizon))
+    return cached_json(request, forecast_payload(store, sets.get_set(store, set_id=set_id),
+                                                 horizon))
 
 
 @router.get("/{set_id}/milestones",
             responses=_rendered(Milestones, "When each scenario and milestone is reached"))
 def get_milestones(set_id: str, request: Request, store: StoreDep) -> Response:
     """When each scenario, each rung "or deeper" and each milestone is first reached."""
-    return cached_json(request, milestones_payload(store, store.get_set(set_id)))
+    return cached_json(request, milestones_payload(store, sets.get_set(store, set_id=set_id)))
 
 
 @router.get("/{set_id}/replay", responses={
@@ -121,13 +124,13 @@ async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
     A stored replay, never the live posterior. Computed on demand by the fit worker: waits up
     to ``SIGNPOST_REPLAY_WAIT`` seconds, then answers 202 with the fit to poll.
     """
-    scenario_set = await run_in_threadpool(store.get_set, set_id)
+    scenario_set = await run_in_threadpool(sets.get_set, store, set_id=set_id)
     when = parse_date_param(scenario_set, as_of, "as_of")
     row = await run_in_threadpool(find_or_queue_replay, store, scenario_set, when)
     deadline = time.monotonic() + settings.replay_wait
     while row.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.25)
-        row = await run_in_threadpool(store.get_fit_row, row.id)
+        row = await run_in_threadpool(fits.get_fit, store, fit_id=row.id)
     if row.status in ("queued", "running"):
         return JSONResponse({"set_id": set_id, "fit_id": row.id, "status": row.status,
                              "as_of": when.isoformat()}, status_code=202,

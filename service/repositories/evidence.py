@@ -8,9 +8,10 @@ periods × indicators, not on the number of rows. Coverage follows `indicators.c
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from forecast import evidence_through
 from indicators import (
@@ -28,35 +29,47 @@ from service.db import ObservationMonthRow, ObservationRow, ReviewIndicatorRow, 
 from service.repositories.observations import month_index
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from priors import ScenarioSet
-    from service.store import Store as Database
+    from service.db import Database
 
-__all__ = ["coverage", "coverage_on", "evidence"]
+__all__ = ["coverage_of", "coverage_on", "coverages_of", "evidence_of"]
 
 
-def coverage(db: Database, *, scenario_set: ScenarioSet,
-             as_of: dt.date | None = None) -> Coverage:
+def coverage_of(db: Database, *, scenario_set: ScenarioSet,
+                as_of: dt.date | None = None) -> Coverage:
     """Each of the set's indicators' coverage through ``as_of`` (default today)."""
+    return coverages_of(db, scenario_sets=[scenario_set], as_of=as_of)[scenario_set.id]
+
+
+def coverages_of(db: Database, *, scenario_sets: Sequence[ScenarioSet],
+                 as_of: dt.date | None = None) -> dict[str, Coverage]:
+    """`coverage_of` for several sets at once (one query of the reviews for all of them)."""
     as_of = as_of or db.today()
-    return coverage_on(db, scenario_set=scenario_set,
-                       through=evidence_through(scenario_set, as_of))
+    return _coverages(db, [(s, evidence_through(s, as_of)) for s in scenario_sets])
 
 
 def coverage_on(db: Database, *, scenario_set: ScenarioSet, through: dt.date,
                 rule: CoverageRule | None = None) -> Coverage:
     """Each of the set's indicators' coverage on ``through`` (`indicators.coverage`)."""
+    return _coverages(db, [(scenario_set, through)], rule)[scenario_set.id]
+
+
+def _coverages(db: Database, sets: Sequence[tuple[ScenarioSet, dt.date]],
+               rule: CoverageRule | None = None) -> dict[str, Coverage]:
     rule = rule or db.coverage_rule
-    ids = scenario_set.indicator_ids
+    ids = sorted({i for scenario_set, _ in sets for i in scenario_set.indicator_ids})
+    out = {}
     with db.Session() as session:
         latest = latest_reviews(_live_reviews(session, ids)) if rule != "as_of" else {}
-        newest = _newest_entry(session, ids, through) if rule == "reviews" else None
-    return resolve_coverage(ids, through, latest, newest, rule)
+        for scenario_set, through in sets:
+            set_ids = scenario_set.indicator_ids
+            newest = _newest_entry(session, set_ids, through) if rule == "reviews" else None
+            out[scenario_set.id] = resolve_coverage(set_ids, through, latest, newest, rule)
+    return out
 
 
-def evidence(db: Database, *, scenario_set: ScenarioSet, as_of: dt.date | None = None,
-             coverage: Coverage | None = None) -> Evidence:
+def evidence_of(db: Database, *, scenario_set: ScenarioSet, as_of: dt.date | None = None,
+                coverage: Coverage | None = None) -> Evidence:
     """The set's evidence through ``as_of`` (default today), by SQL aggregation.
 
     Each indicator counts up to its coverage date (`coverage`, computed unless given):
@@ -145,15 +158,16 @@ def _live_reviews(session, ids: Sequence[str]) -> list[Review]:
 def _newest_entry(session, ids: Sequence[str], through: dt.date) -> dt.date | None:
     """The date of the newest live observation of any of ``ids`` on or before ``through``.
 
-    From the monthly statistics (each cell keeps its latest live date); raw rows only for
-    the month holding ``through`` when a cell of it holds a later one.
+    From the monthly statistics (each cell keeps its latest live date; one query for the
+    months before the one holding ``through`` and that month); raw rows only for the month
+    holding ``through`` when a cell of it holds a later date.
     """
     m = ObservationMonthRow
     month = month_index(through)
-    before = session.scalar(select(func.max(m.max_date)).where(
-        m.indicator.in_(list(ids)), m.month_index < month))
-    current = session.scalar(select(func.max(m.max_date)).where(
-        m.indicator.in_(list(ids)), m.month_index == month))
+    before, current = session.execute(
+        select(func.max(case((m.month_index < month, m.max_date))),
+               func.max(case((m.month_index == month, m.max_date))))
+        .where(m.indicator.in_(list(ids)), m.month_index <= month)).one()
     if current is not None and current > through:
         o = ObservationRow
         current = session.scalar(select(func.max(o.date)).where(

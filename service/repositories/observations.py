@@ -6,19 +6,204 @@ in the same transaction; `service.repositories.evidence` aggregates them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select, true
+from sqlalchemy.exc import IntegrityError
 
-from service.db import ObservationMonthRow, ObservationRow
+from indicators import Catalog, InvalidObservation, Observation
+from indicators import validate_observation as _validate
+from service.db import ObservationMonthRow, ObservationRow, mark_retracted
+from service.errors import BadRequest, Conflict
+from service.repositories.sets import get_catalog, get_set
 
-__all__ = ["add_to_months", "month_index", "recount_month"]
+if TYPE_CHECKING:
+    from service.db import Database
+
+__all__ = [
+    "add_observation",
+    "add_observations",
+    "add_to_months",
+    "count_observations",
+    "list_observations",
+    "month_index",
+    "observation_row",
+    "recount_month",
+    "retract_observation",
+    "validate_observation",
+]
 
 
 def month_index(d: date) -> int:
     """``year·12 + month − 1``: months since year 0."""
     return d.year * 12 + d.month - 1
+
+
+def validate_observation(db: Database, *, data: Mapping[str, Any],
+                         catalog: Catalog | None = None) -> Observation:
+    """Validate one observation against the catalog and today's date.
+
+    Raises
+    ------
+    BadRequest
+        Naming the field and the reason.
+
+    """
+    try:
+        return _validate(data, catalog or get_catalog(db), db.today(), db.grades)
+    except InvalidObservation as exc:
+        raise BadRequest(str(exc), field=exc.field) from exc
+
+
+def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
+                    idempotency_key: str | None = None) -> tuple[ObservationRow, bool]:
+    """Validate and commit one observation.
+
+    Returns
+    -------
+    (row, created) : created is False when ``idempotency_key`` was seen before, and the
+    first row is returned instead of a second one.
+
+    Raises
+    ------
+    BadRequest
+        Refused input (nothing is stored).
+    Conflict
+        The idempotency key was used for a different observation.
+
+    """
+    obs = validate_observation(db, data=data)
+    if idempotency_key:
+        existing = _by_key(db, idempotency_key)
+        if existing is not None:
+            return _replay(existing, obs)
+    row = observation_row(db, observation=obs, analyst=analyst,
+                          idempotency_key=idempotency_key)
+    try:
+        with db.Session.begin() as session:
+            session.add(row)
+            session.flush()  # the unique idempotency key fails here, before the stats
+            add_to_months(session, rows=[row])
+    except IntegrityError:
+        existing = _by_key(db, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return _replay(existing, obs)
+    return row, True
+
+
+def add_observations(db: Database, *, observations: Iterable[Observation], analyst: str = "",
+                     review: Mapping[str, Any] | None = None
+                     ) -> tuple[int, dict[str, Any] | None]:
+    """Commit validated observations in one transaction; returns how many (and the review).
+
+    With ``review`` (the fields of `service.reviews.ReviewIn`), the review is validated
+    first and committed in the same transaction: both are stored, or neither.
+    """
+    from service.reviews import add_review, validate_review
+
+    rows = [observation_row(db, observation=obs, analyst=analyst) for obs in observations]
+    if review is not None:
+        validate_review(db, review)  # refused before anything is written
+    stored = None
+    with db.Session.begin() as session:
+        session.add_all(rows)
+        add_to_months(session, rows=rows)
+        if review is not None:
+            stored, _ = add_review(db, review, analyst=analyst, session=session)
+    return len(rows), stored
+
+
+def count_observations(db: Database, *, include_retracted: bool = True) -> int:
+    """How many observations are stored."""
+    query = select(func.count(ObservationRow.id))
+    if not include_retracted:
+        query = query.where(ObservationRow.retracted_at.is_(None))
+    with db.Session() as session:
+        return int(session.scalar(query))
+
+
+def list_observations(db: Database, *, indicator: str | None = None,
+                      set_id: str | None = None, since: date | None = None,
+                      until: date | None = None, limit: int = 100, offset: int = 0,
+                      include_retracted: bool = True) -> tuple[list[ObservationRow], int]:
+    """A page of observations, newest date first, and the total matching.
+
+    Raises
+    ------
+    NotFound
+        An unknown ``set_id``.
+
+    """
+    conditions = []
+    if indicator:
+        conditions.append(ObservationRow.indicator == indicator)
+    if set_id:
+        conditions.append(ObservationRow.indicator.in_(
+            get_set(db, set_id=set_id).indicator_ids))
+    if since:
+        conditions.append(ObservationRow.date >= since)
+    if until:
+        conditions.append(ObservationRow.date <= until)
+    if not include_retracted:
+        conditions.append(ObservationRow.retracted_at.is_(None))
+    where = and_(*conditions) if conditions else true()
+    with db.Session() as session:
+        total = int(session.scalar(select(func.count(ObservationRow.id)).where(where)))
+        rows = session.scalars(
+            select(ObservationRow).where(where)
+            .order_by(ObservationRow.date.desc(), ObservationRow.id.desc())
+            .limit(limit).offset(offset)
+        ).all()
+    return list(rows), total
+
+
+def retract_observation(db: Database, *, observation_id: int, reason: str,
+                        by: str = "") -> ObservationRow:
+    """Mark an observation retracted (it stays stored, and leaves the monthly statistics).
+
+    Raises
+    ------
+    BadRequest, NotFound, Conflict
+
+    """
+    with db.Session.begin() as session:
+        row = session.get(ObservationRow, observation_id)
+        mark_retracted(row, "observation", observation_id, reason, by, db.clock())
+        session.flush()
+        recount_month(session, indicator=row.indicator, month=row.month_index)
+    return row
+
+
+def observation_row(db: Database, *, observation: Observation, analyst: str = "",
+                    idempotency_key: str | None = None) -> ObservationRow:
+    """A new (unsaved) row for a validated observation: its grade's weight, today's clock."""
+    obs, key = observation, idempotency_key
+    grade = obs.grade or db.grades.default
+    return ObservationRow(
+        indicator=obs.indicator, date=obs.date, month_index=month_index(obs.date),
+        value=float(obs.value), grade=grade, weight=db.grades.weight(grade),
+        source=obs.source, url=obs.url, note=obs.note,
+        analyst=analyst or obs.analyst, created_at=db.clock(), idempotency_key=key,
+    )
+
+
+def _by_key(db: Database, key: str) -> ObservationRow | None:
+    with db.Session() as session:
+        return session.scalar(select(ObservationRow).where(
+            ObservationRow.idempotency_key == key))
+
+
+def _replay(existing: ObservationRow, obs: Observation) -> tuple[ObservationRow, bool]:
+    same = (existing.indicator == obs.indicator and existing.date == obs.date
+            and existing.value == float(obs.value))
+    if not same:
+        raise Conflict("this Idempotency-Key was already used for a different observation "
+                       f"(id {existing.id}); use a new key", field="Idempotency-Key",
+                       code="idempotency_conflict")
+    return existing, False
 
 
 def add_to_months(session, *, rows: list[ObservationRow]) -> None:

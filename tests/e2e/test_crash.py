@@ -18,8 +18,14 @@ import pytest
 
 from forecast import FitSettings, exact_posterior
 from priors import BUNDLED_DIR
+from service.db import Database
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import create_fit, get_fit, get_lease
+from service.repositories.keys import create_key
+from service.repositories.observations import add_observation
+from service.repositories.sets import get_set, load_set_text
 from service.runner import FitRunner
-from service.store import Store
+from service.views import fit_dict
 from service.worker import WorkerPool
 
 pytestmark = pytest.mark.slow
@@ -70,19 +76,20 @@ def test_kill_dash_nine_during_a_fit(tmp_path):
     var_dir = tmp_path / "var"
     url = f"sqlite:///{(var_dir / 'signpost.db').resolve()}"
     var_dir.mkdir()
-    store = Store(url, today=date.fromisoformat(TODAY))
+    store = Database(url, today=date.fromisoformat(TODAY))
     store.migrate()
     # Only the set under test: with the convergence set loaded too, the restarted server's
     # scheduler queues its first fit ahead of ours (a cold compile the test does not need).
     path = BUNDLED_DIR / f"{SET_ID}.yaml"
-    store.load_set_text(path.read_text(encoding="utf-8"), path.name)
-    store.add_observation({"indicator": "joint_exercise", "date": "2024-07-14", "grade": "A1"})
+    load_set_text(store, yaml_text=path.read_text(encoding="utf-8"), source=path.name)
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2024-07-14",
+                                 "grade": "A1"})
     # A previous good posterior, published before the server starts.
-    previous = store.create_fit(SET_ID, "test")
+    previous = create_fit(store, set_id=SET_ID, requested_by="test")
     FitRunner(store, WorkerPool("inline"), FitSettings(), 60, var_dir / "fits").run_fit(previous)
-    assert store.get_fit(previous)["status"] == "published"
-    analyst = store.create_key("analyst")
-    admin = store.create_key("admin")
+    assert fit_dict(get_fit(store, fit_id=previous))["status"] == "published"
+    analyst = create_key(store, role="analyst")
+    admin = create_key(store, role="admin")
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -114,7 +121,7 @@ def test_kill_dash_nine_during_a_fit(tmp_path):
         poster = threading.Thread(target=post_observations)
         poster.start()
         deadline = time.monotonic() + 60
-        while store.get_fit(fit_id)["status"] != "running":
+        while fit_dict(get_fit(store, fit_id=fit_id))["status"] != "running":
             assert time.monotonic() < deadline, "the fit never started"
             time.sleep(0.05)
         time.sleep(0.3)
@@ -122,8 +129,8 @@ def test_kill_dash_nine_during_a_fit(tmp_path):
         server.wait(timeout=10)
         posting.clear()
         poster.join()
-        assert store.get_fit(fit_id)["status"] == "running"
-        lease = store.lease(SET_ID)
+        assert fit_dict(get_fit(store, fit_id=fit_id))["status"] == "running"
+        lease = get_lease(store, set_id=SET_ID)
         assert lease is not None and lease.fit_id == fit_id
         assert len(acknowledged) > 0
 
@@ -131,13 +138,14 @@ def test_kill_dash_nine_during_a_fit(tmp_path):
         wait_ready(base, server)
         served_meanwhile = set()
         deadline = time.monotonic() + 180
-        while store.get_fit(fit_id)["status"] not in ("published", "rejected", "failed"):
+        while fit_dict(get_fit(store, fit_id=fit_id))["status"] not in ("published", "rejected",
+                                                                        "failed"):
             assert time.monotonic() < deadline, "the orphaned fit was never taken over"
             r = httpx.get(f"{base}/v1/sets/{SET_ID}/posterior", timeout=5)
             assert r.status_code == 200
             served_meanwhile.add(r.json()["fit_id"])
             time.sleep(0.2)
-        done = store.get_fit(fit_id)
+        done = fit_dict(get_fit(store, fit_id=fit_id))
         assert done["status"] == "published", done
         assert done["attempts"] == 2  # the first attempt died with the process
         # The last good posterior was served until the new one replaced it (the new one may
@@ -155,9 +163,9 @@ def test_kill_dash_nine_during_a_fit(tmp_path):
             page = f"{base}{body['next']}" if body["next"] else None
         assert set(acknowledged) <= stored
         # And the published numbers are the model's, on the evidence the fit saw.
-        scenario_set = store.get_set(SET_ID)
-        oracle = exact_posterior(scenario_set, store.evidence(scenario_set))
-        if done["evidence_hash"] == store.evidence(scenario_set).hash():
+        scenario_set = get_set(store, set_id=SET_ID)
+        oracle = exact_posterior(scenario_set, evidence_of(store, scenario_set=scenario_set))
+        if done["evidence_hash"] == evidence_of(store, scenario_set=scenario_set).hash():
             for s, p in zip(posterior["scenarios"], oracle.probability, strict=True):
                 assert abs(s["probability"] - p) < 1e-9
     finally:

@@ -1,7 +1,7 @@
 """End to end against a real uvicorn server: fits through the API, ETags, moving posteriors, errors.
 
 The server runs as ``signpost serve`` would in production: scheduler on, fits in the warm
-worker process. The test holds its own Store on the same SQLite file to set up keys and
+worker process. The test holds its own Database on the same SQLite file to set up keys and
 observations, to count rows, and to build the evidence for the exact oracle.
 """
 
@@ -21,7 +21,12 @@ import pytest
 import indicators
 from forecast import exact_posterior
 from indicators import read_observations_csv
-from service.store import Store
+from service.db import Database
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import pending_fit
+from service.repositories.keys import create_key
+from service.repositories.observations import add_observations, count_observations
+from service.repositories.sets import get_catalog, get_set, load_bundled_sets
 
 from .conftest import ServerProcess
 
@@ -38,7 +43,7 @@ FIT_TIMEOUT = 180.0
 class Deployment:
     server: ServerProcess
     client: httpx.Client
-    store: Store
+    store: Database
     admin: dict[str, str]
     analyst: dict[str, str]
 
@@ -47,13 +52,13 @@ class Deployment:
 def deployment(tmp_path_factory, serve_module) -> Iterator[Deployment]:
     var_dir = tmp_path_factory.mktemp("e2e")
     url = f"sqlite:///{var_dir / 'signpost.db'}"
-    store = Store(url, today=TODAY)
+    store = Database(url, today=TODAY)
     store.migrate()
-    store.load_bundled_sets()
-    observations, _ = read_observations_csv(SAMPLE, store.catalog(), TODAY)
-    store.add_observations(observations, analyst="sample")
-    admin = {"Authorization": f"Bearer {store.create_key('admin', name='e2e-admin')}"}
-    analyst = {"Authorization": f"Bearer {store.create_key('analyst', name='e2e-analyst')}"}
+    load_bundled_sets(store)
+    observations, _ = read_observations_csv(SAMPLE, get_catalog(store), TODAY)
+    add_observations(store, observations=observations, analyst="sample")
+    admin = {"Authorization": f"Bearer {create_key(store, role='admin', name='e2e-admin')}"}
+    analyst = {"Authorization": f"Bearer {create_key(store, role='analyst', name='e2e-analyst')}"}
     server = serve_module(var_dir, {
         "SIGNPOST_DATABASE_URL": url,
         "SIGNPOST_TODAY": TODAY.isoformat(),
@@ -94,7 +99,8 @@ def publish(d: Deployment, set_id: str) -> dict:
     fit = wait_for_fit(d, response.json()["fit_id"])
     assert fit["status"] == "published", fit
     deadline = time.monotonic() + FIT_TIMEOUT
-    while d.store.pending_fit(set_id) is not None:  # e.g. the start-up refit, on the same data
+    while pending_fit(d.store,
+                      set_id=set_id) is not None:  # e.g. the start-up refit, on the same data
         assert time.monotonic() < deadline, d.server.log_tail()
         time.sleep(0.5)
     response = d.client.get(f"/v1/sets/{set_id}/posterior")
@@ -107,8 +113,9 @@ def probabilities(posterior: dict) -> np.ndarray:
 
 
 def oracle(d: Deployment, set_id: str) -> np.ndarray:
-    scenario_set = d.store.get_set(set_id)
-    return exact_posterior(scenario_set, d.store.evidence(scenario_set, TODAY)).probability
+    scenario_set = get_set(d.store, set_id=set_id)
+    return exact_posterior(scenario_set, evidence_of(d.store, scenario_set=scenario_set,
+                                                     as_of=TODAY)).probability
 
 
 def error(response: httpx.Response) -> tuple[int, str, str | None]:
@@ -224,7 +231,7 @@ BAD_REQUESTS = [
 
 def test_errors_over_http_name_the_field_and_store_nothing(deployment):
     d = deployment
-    before = d.store.count_observations()
+    before = count_observations(d.store)
     headers = {"analyst": d.analyst, "admin": d.admin, None: {},
                "bogus": {"Authorization": "Bearer sp_bogus"}}
     for method, path, kwargs, role, status, code, field in BAD_REQUESTS:
@@ -233,12 +240,12 @@ def test_errors_over_http_name_the_field_and_store_nothing(deployment):
         assert error(response) == (status, code, field), (method, path, kwargs, response.text)
         if status == 401:
             assert response.headers["www-authenticate"] == "Bearer"
-    assert d.store.count_observations() == before
+    assert count_observations(d.store) == before
 
 
 def test_bodies_over_one_mib_are_413(deployment):
     d = deployment
-    before = d.store.count_observations()
+    before = count_observations(d.store)
     big = json.dumps({"indicator": "joint_exercise", "date": "2025-06-01",
                       "note": "x" * (1 << 20)}).encode()
     response = d.client.post("/v1/observations", content=big,
@@ -253,24 +260,24 @@ def test_bodies_over_one_mib_are_413(deployment):
                              headers={**d.analyst, "Content-Type": "application/json"})
     assert response.request.headers.get("transfer-encoding") == "chunked"
     assert error(response) == (413, "payload_too_large", None)
-    assert d.store.count_observations() == before
+    assert count_observations(d.store) == before
     assert d.client.get("/healthz").status_code == 200
 
 
 def test_idempotent_retry_and_retraction_over_http(deployment):
     d = deployment
-    before = d.store.count_observations()
+    before = count_observations(d.store)
     body = {"indicator": "joint_exercise", "date": "2025-04-04", "source": "e2e"}
     headers = {**d.analyst, "Idempotency-Key": "e2e-retry-1"}
     first = d.client.post("/v1/observations", json=body, headers=headers)
     retry = d.client.post("/v1/observations", json=body, headers=headers)
     assert first.status_code == 201 and retry.status_code == 200
     assert retry.json() == first.json()
-    assert d.store.count_observations() == before + 1
+    assert count_observations(d.store) == before + 1
 
     path = f"/v1/observations/{first.json()['id']}/retract"
     retracted = d.client.post(path, json={"reason": "e2e clean-up"}, headers=d.analyst)
     assert retracted.status_code == 200 and retracted.json()["retracted_at"]
     twice = d.client.post(path, json={"reason": "again"}, headers=d.analyst)
     assert error(twice) == (409, "already_retracted", "id")
-    assert d.store.count_observations() == before + 1
+    assert count_observations(d.store) == before + 1

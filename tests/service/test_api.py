@@ -28,8 +28,13 @@ from forecast import exact_posterior
 from service.api import create_app
 from service.api.responses import render
 from service.context import Services
+from service.db import Database
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import pending_fit
+from service.repositories.keys import create_key
+from service.repositories.observations import add_observation, count_observations, list_observations
+from service.repositories.sets import get_set, load_bundled_sets
 from service.settings import Settings
-from service.store import Store
 
 TODAY = date(2025, 12, 31)
 CONVERGENCE = "sino-russian-convergence"
@@ -47,7 +52,7 @@ def make_settings(var_dir: Path, url: str, **overrides) -> Settings:
 class Api:
     client: TestClient
     services: Services
-    store: Store
+    store: Database
     url: str
     var_dir: Path
     admin: dict[str, str]
@@ -67,25 +72,26 @@ def api(tmp_path_factory) -> Iterator[Api]:
     with TestClient(app) as client:
         services: Services = app.state.services
         store = services.store
-        store.load_bundled_sets()
+        load_bundled_sets(store)
         yield Api(client, services, store, url, var_dir,
-                  admin=bearer(store.create_key("admin", name="ada")),
-                  analyst=bearer(store.create_key("analyst", name="ana")),
-                  reader=bearer(store.create_key("reader")))
+                  admin=bearer(create_key(store, role="admin", name="ada")),
+                  analyst=bearer(create_key(store, role="analyst", name="ana")),
+                  reader=bearer(create_key(store, role="reader")))
 
 
 @pytest.fixture(scope="module")
 def published(api: Api) -> dict:
     """A published posterior of the convergence set, queued through the API, run inline."""
     for day in ("2025-02-10", "2025-05-20", "2025-08-03"):
-        api.store.add_observation({"indicator": "joint_exercise", "date": day, "grade": "A1"})
+        add_observation(api.store, data={"indicator": "joint_exercise", "date": day, "grade": "A1"})
     response = api.client.post("/v1/fits", json={"set_id": CONVERGENCE}, headers=api.admin)
     assert response.status_code == 202, response.text
     fit_id = response.json()["fit_id"]
     result = api.services.runner.run_fit(fit_id)
     assert result["status"] == "published", result
-    scenario_set = api.store.get_set(CONVERGENCE)
-    exact = exact_posterior(scenario_set, api.store.evidence(scenario_set, TODAY))
+    scenario_set = get_set(api.store, set_id=CONVERGENCE)
+    exact = exact_posterior(scenario_set, evidence_of(api.store, scenario_set=scenario_set,
+                                                      as_of=TODAY))
     return {"fit_id": fit_id, "exact": exact.probability}
 
 
@@ -213,22 +219,22 @@ def test_unknown_route_and_wrong_method(api):
     ({"Authorization": "Bearer"}, "unauthorized"),
 ])
 def test_write_without_a_valid_key_is_401(api, headers, code):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     response = api.client.post("/v1/observations", json=GOOD, headers=headers)
     assert error(response) == (401, code, "Authorization")
     assert response.headers["www-authenticate"] == "Bearer"
-    assert api.store.count_observations() == before
+    assert count_observations(api.store) == before
 
 
 def test_wrong_role_is_403(api):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     response = api.client.post("/v1/observations", json=GOOD, headers=api.reader)
     assert error(response) == (403, "forbidden", None)
     assert "analyst" in response.json()["error"]["message"]
-    assert api.store.count_observations() == before
+    assert count_observations(api.store) == before
     response = api.client.post("/v1/fits", json={"set_id": WORLD}, headers=api.analyst)
     assert error(response) == (403, "forbidden", None)
-    assert api.store.pending_fit(WORLD) is None
+    assert pending_fit(api.store, set_id=WORLD) is None
 
 
 def test_reads_need_a_key_when_required(api):
@@ -244,21 +250,21 @@ def test_reads_need_a_key_when_required(api):
 # -- observations: the happy path ----------------------------------------------------------
 
 def test_post_observation_is_201_with_the_stored_row(api):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     response = api.client.post("/v1/observations", json=GOOD, headers=api.analyst)
     assert response.status_code == 201, response.text
     row = response.json()
     assert {k: row[k] for k in GOOD} == {**GOOD, "value": 1.0}
     assert row["analyst"] == "ana" and row["weight"] == pytest.approx(api.store.grades.weight(
         "B2")) and row["retracted_at"] is None
-    assert api.store.count_observations() == before + 1
-    items, _ = api.store.list_observations(indicator="joint_exercise", since=date(2025, 6, 1),
-                                           until=date(2025, 6, 1))
-    assert row["id"] in {item["id"] for item in items}
+    assert count_observations(api.store) == before + 1
+    items, _ = list_observations(api.store, indicator="joint_exercise",
+                                 since=date(2025, 6, 1), until=date(2025, 6, 1))
+    assert row["id"] in {item.id for item in items}
 
 
 def test_idempotency_key_retry_returns_the_first_row(api):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     headers = {**api.analyst, "Idempotency-Key": "retry-1"}
     body = {**GOOD, "date": "2025-07-01"}
     first = api.client.post("/v1/observations", json=body, headers=headers)
@@ -266,20 +272,20 @@ def test_idempotency_key_retry_returns_the_first_row(api):
     assert first.status_code == 201 and second.status_code == 200
     assert second.json() == first.json()
     assert second.headers["idempotent-replayed"] == "true"
-    assert api.store.count_observations() == before + 1
+    assert count_observations(api.store) == before + 1
     other = api.client.post("/v1/observations", json={**body, "date": "2025-07-02"},
                             headers=headers)
     assert error(other) == (409, "idempotency_conflict", "Idempotency-Key")
     too_long = api.client.post("/v1/observations", json=body,
                                headers={**api.analyst, "Idempotency-Key": "k" * 201})
     assert error(too_long) == (422, "invalid", "Idempotency-Key")
-    assert api.store.count_observations() == before + 1
+    assert count_observations(api.store) == before + 1
 
 
 def test_retract_then_retract_again_is_409(api):
     row = api.client.post("/v1/observations", json={**GOOD, "date": "2025-03-03"},
                           headers=api.analyst).json()
-    count = api.store.count_observations()
+    count = count_observations(api.store)
     path = f"/v1/observations/{row['id']}/retract"
     response = api.client.post(path, json={"reason": "duplicate report"}, headers=api.admin)
     assert response.status_code == 200
@@ -287,7 +293,7 @@ def test_retract_then_retract_again_is_409(api):
     assert response.json()["retraction_reason"] == "duplicate report (by ada)"
     again = api.client.post(path, json={"reason": "again"}, headers=api.analyst)
     assert error(again) == (409, "already_retracted", "id")
-    assert api.store.count_observations() == count  # retraction never deletes
+    assert count_observations(api.store) == count  # retraction never deletes
 
 
 @pytest.mark.parametrize("body, field", [
@@ -303,8 +309,8 @@ def test_retract_refuses_a_bad_reason(api, body, field):
     response = api.client.post(f"/v1/observations/{row['id']}/retract", json=body,
                                headers=api.analyst)
     assert error(response) == (422, "invalid", field)
-    assert api.store.list_observations(since=date(2025, 3, 4), until=date(2025, 3, 4))[0][0][
-        "retracted_at"] is None
+    assert list_observations(api.store, since=date(2025, 3, 4),
+                             until=date(2025, 3, 4))[0][0].retracted_at is None
 
 
 def test_retract_unknown_observation_is_404(api):
@@ -379,10 +385,10 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("content, code, field", BAD_BODIES)
 def test_bad_observation_is_422_naming_the_field(api, content, code, field):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     response = post_raw(api, "/v1/observations", content)
     assert error(response) == (422, code, field)
-    assert api.store.count_observations() == before
+    assert count_observations(api.store) == before
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
@@ -394,7 +400,7 @@ def test_non_finite_numbers_are_refused_by_the_parser(api, token):
 
 
 def test_body_over_the_limit_is_413(api):
-    before = api.store.count_observations()
+    before = count_observations(api.store)
     big = json.dumps({**GOOD, "note": "x" * MIB}).encode()
     response = post_raw(api, "/v1/observations", big)
     assert error(response) == (413, "payload_too_large", None)
@@ -403,7 +409,7 @@ def test_body_over_the_limit_is_413(api):
                                headers={**api.analyst, "Content-Type": "application/json"})
     assert "content-length" not in {k.lower() for k in response.request.headers}
     assert error(response) == (413, "payload_too_large", None)
-    assert api.store.count_observations() == before
+    assert count_observations(api.store) == before
     small = json.dumps({**GOOD, "note": "x" * 1000}).encode()
     assert post_raw(api, "/v1/observations", small).status_code == 201
 
@@ -411,8 +417,9 @@ def test_body_over_the_limit_is_413(api):
 # -- observations: listing -----------------------------------------------------------------
 
 def test_list_pages_through_next_links(api):
-    ids = {api.store.add_observation({"indicator": "joint_patrol", "date": f"2019-03-{d:02d}"},
-                                     analyst="seed")[0]["id"] for d in range(1, 8)}
+    ids = {add_observation(api.store, data={"indicator": "joint_patrol",
+                                            "date": f"2019-03-{d:02d}"}, analyst="seed")[0].id
+           for d in range(1, 8)}
     path = "/v1/observations?indicator=joint_patrol&since=2019-03-01&until=2019-03-31&limit=3"
     seen, dates, pages = [], [], 0
     while path:
@@ -432,7 +439,7 @@ def test_list_pages_through_next_links(api):
 def test_list_filters_by_set_and_refuses_bad_queries(api):
     response = api.client.get("/v1/observations", params={"set": WORLD, "limit": 1000})
     assert response.status_code == 200
-    world_indicators = set(api.store.get_set(WORLD).indicator_ids)
+    world_indicators = set(get_set(api.store, set_id=WORLD).indicator_ids)
     assert {item["indicator"] for item in response.json()["items"]} <= world_indicators
     assert error(api.client.get("/v1/observations?limit=0")) == (422, "invalid", "limit")
     assert error(api.client.get("/v1/observations?limit=1001")) == (422, "invalid", "limit")
@@ -449,7 +456,7 @@ def test_list_filters_by_set_and_refuses_bad_queries(api):
 
 def test_fit_requests_are_validated(api):
     def pending():  # the logged observations may have queued a refit already
-        row = api.store.pending_fit(WORLD)
+        row = pending_fit(api.store, set_id=WORLD)
         return row and row.id
 
     before = pending()
@@ -471,7 +478,7 @@ def test_unknown_fit_is_404(api):
 
 def test_queue_fit_is_202_and_stays_queued_without_a_scheduler(api):
     # the observations logged above may have queued a refit: the request joins it
-    pending = api.store.pending_fit(CONVERGENCE, statuses=("queued",))
+    pending = pending_fit(api.store, set_id=CONVERGENCE, statuses=("queued",))
     requester = pending.requested_by if pending is not None else "ada"
     response = api.client.post("/v1/fits", json={"set_id": CONVERGENCE}, headers=api.admin)
     assert response.status_code == 202

@@ -24,9 +24,15 @@ from typer.testing import CliRunner
 import indicators
 from forecast import exact_posterior
 from service.cli import app
+from service.db import Database
 from service.posterior import posterior_payload
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import acquire_lease, create_fit, get_fit, latest_published
+from service.repositories.keys import verify_key
+from service.repositories.observations import count_observations, list_observations
+from service.repositories.sets import get_set, set_ids
 from service.settings import Settings, get_settings
-from service.store import Store
+from service.views import fit_dict, observation_dict
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"
@@ -71,9 +77,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
 
 
 @pytest.fixture
-def store(cli: CliRunner) -> Iterator[Store]:
+def store(cli: CliRunner) -> Iterator[Database]:
     """The same database the commands use (read after they ran)."""
-    store = Store(Settings().url, today=TODAY)
+    store = Database(Settings().url, today=TODAY)
     yield store
     store.dispose()
 
@@ -99,7 +105,7 @@ def test_init_creates_the_schema_and_loads_the_bundled_sets(cli, store):
     assert f"loaded    scenario set {CONVERGENCE}" in first.stdout
     assert f"loaded    scenario set {WORLD}" in first.stdout
     assert store.migrations_current()
-    assert store.set_ids() == [CONVERGENCE, WORLD]
+    assert set_ids(store) == [CONVERGENCE, WORLD]
 
     again = run(cli, "init")
     assert "is current" in again.stdout
@@ -147,14 +153,14 @@ def test_sets_load_validates_with_file_and_line(cli, store, tmp_path):
     assert f"{bad}:15: indicators.joint_exercise.calm.rat: unknown key 'rat'" in result.stderr
     assert "did you mean 'rate'" in result.stderr
     assert "nothing was loaded" in result.stderr
-    assert "drills-only" not in store.set_ids()
+    assert "drills-only" not in set_ids(store)
 
     good = tmp_path / "good.yaml"
     good.write_text(GOOD_SET, encoding="utf-8")
     loaded = run(cli, "sets", "load", str(good))
     assert "loaded scenario set drills-only (Drills only): 2 scenarios, 1 indicator" in (
         loaded.stdout)
-    assert "drills-only" in store.set_ids()
+    assert "drills-only" in set_ids(store)
     assert "unchanged" in run(cli, "sets", "load", str(good)).stdout
 
     missing = run(cli, "sets", "load", str(tmp_path / "missing.yaml"), code=2)
@@ -174,13 +180,14 @@ def test_observe_stores_the_row(cli, store):
     assert (row["indicator"], row["date"], row["value"], row["grade"], row["weight"]) == (
         "joint_exercise", "2025-03-04", 1.0, "A1", 1.0)
     assert (row["source"], row["analyst"]) == ("Xinhua", "ana")
-    stored, total = store.list_observations()
+    stored, total = list_observations(store)
+    stored = [observation_dict(r) for r in stored]
     assert total == 1 and stored[0]["id"] == 1 and stored[0]["note"] == "Joint Sea"
 
     plain = run(cli, "observe", "--indicator", "joint_exercise", "--date", "2025-04-01",
                 "--value", "2")
     assert plain.stdout.startswith("stored observation 2: joint_exercise on 2025-04-01")
-    assert store.count_observations() == 2
+    assert count_observations(store) == 2
 
 
 @pytest.mark.parametrize(("args", "field", "message"), [
@@ -197,7 +204,7 @@ def test_observe_refuses_bad_input_naming_the_field(cli, store, args, field, mes
     assert result.stderr.startswith(f"error: {field}: "), result.stderr
     assert message in result.stderr
     assert result.stdout == ""
-    assert store.count_observations() == 0
+    assert count_observations(store) == 0
 
 
 CSV_WITH_TWO_BAD_ROWS = """\
@@ -217,7 +224,7 @@ def test_import_reports_every_bad_row_and_imports_nothing(cli, store, tmp_path):
     assert "2 errors; nothing was imported" in result.stderr
     assert "row 3: indicator:" in result.stderr
     assert "row 5: date:" in result.stderr
-    assert store.count_observations() == 0
+    assert count_observations(store) == 0
 
 
 def test_import_skip_bad_imports_the_good_rows_and_lists_the_skipped(cli, store, tmp_path):
@@ -228,14 +235,15 @@ def test_import_skip_bad_imports_the_good_rows_and_lists_the_skipped(cli, store,
     assert "imported 2 observations" in result.stdout
     assert "skipped 2 bad rows" in result.stderr
     assert "row 3: indicator:" in result.stderr and "row 5: date:" in result.stderr
-    rows, total = store.list_observations()
+    rows, total = list_observations(store)
+    rows = [observation_dict(r) for r in rows]
     assert total == 2
     assert sorted(r["date"] for r in rows) == ["2025-01-10", "2025-03-12"]
     assert {r["grade"] for r in rows} == {"B2"}  # the empty grade took the default
 
     again = run(cli, "import", str(csv), "--skip-bad", "--if-empty")
     assert "nothing imported" in again.stdout
-    assert store.count_observations() == 2
+    assert count_observations(store) == 2
 
 
 def test_import_if_empty_imports_the_sample_once(cli, store):
@@ -244,7 +252,7 @@ def test_import_if_empty_imports_the_sample_once(cli, store):
     rows = sum(1 for line in SAMPLE.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
     assert f"imported {rows} observations" in first.stdout
     run(cli, "import", str(SAMPLE), "--if-empty")
-    assert store.count_observations() == rows
+    assert count_observations(store) == rows
 
 
 def test_import_of_a_missing_file(cli, tmp_path):
@@ -262,9 +270,9 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(cli, store):
     secret = result.stdout.splitlines()[-1]
     assert secret == secret.strip() and " " not in secret and len(secret) > 30
     assert result.stdout.count(secret) == 1 and secret not in result.stderr
-    key = store.verify_key(secret)
+    key = verify_key(store, secret=secret)
     assert key is not None and (key.role, key.name) == ("analyst", "ana")
-    assert store.verify_key(secret + "x") is None
+    assert verify_key(store, secret=secret + "x") is None
 
 
 def test_keys_create_refuses_an_unknown_role(cli):
@@ -286,11 +294,11 @@ def test_posterior_without_a_published_fit_exits_1(cli):
 
 def test_refit_while_another_process_holds_the_lease_exits_nonzero(cli, store):
     init(cli)
-    assert store.acquire_lease(WORLD, "someone-else", None, 600)
+    assert acquire_lease(store, set_id=WORLD, owner="someone-else", fit_id=None, seconds=600)
     result = run(cli, "refit", "--set", WORLD, code=1)
     assert f"{WORLD}: busy" in result.stderr
     assert "not published" in result.stderr
-    assert store.latest_published(WORLD) is None
+    assert latest_published(store, set_id=WORLD) is None
 
 
 @pytest.mark.slow
@@ -300,12 +308,12 @@ def test_refit_then_posterior_json_gives_the_exact_and_the_api_numbers(cli, stor
     refit = run(cli, "refit")
     for set_id in (CONVERGENCE, WORLD):
         assert f"{set_id}: published fit" in refit.stdout
-        assert store.latest_published(set_id) is not None
+        assert latest_published(store, set_id=set_id) is not None
     assert "sampling" in refit.stderr  # the runner's stage messages were shown
 
     payload = json.loads(run(cli, "posterior", "--set", WORLD, "--json").stdout)
-    scenario_set = store.get_set(WORLD)
-    exact = exact_posterior(scenario_set, store.evidence(scenario_set))
+    scenario_set = get_set(store, set_id=WORLD)
+    exact = exact_posterior(scenario_set, evidence_of(store, scenario_set=scenario_set))
     assert [s["id"] for s in payload["scenarios"]] == list(scenario_set.scenario_ids)
     np.testing.assert_allclose([s["probability"] for s in payload["scenarios"]],
                                exact.probability, rtol=0, atol=1e-9)
@@ -313,7 +321,7 @@ def test_refit_then_posterior_json_gives_the_exact_and_the_api_numbers(cli, stor
     assert payload["evidence_through"] == TODAY.isoformat()
     assert payload["diagnostics"]["passed"] is True
 
-    row = store.latest_published(WORLD)
+    row = latest_published(store, set_id=WORLD)
     direct = posterior_payload(scenario_set, row, store.clock(), Settings().stale_after)
     assert payload == direct
 
@@ -330,13 +338,13 @@ def test_refit_that_fails_the_gate_exits_1_and_publishes_nothing(cli, store, mon
     result = run(cli, "refit", "--set", WORLD, code=1)
     assert f"{WORLD}: rejected" in result.stderr
     assert "diagnostics gate failed" in result.stderr
-    assert store.latest_published(WORLD) is None
+    assert latest_published(store, set_id=WORLD) is None
 
 
 @pytest.mark.slow
 def test_scheduler_command_runs_queued_fits_and_stops_on_sigterm(cli, store, tmp_path):
     init(cli)
-    fit_id = store.create_fit(WORLD, requested_by="test")
+    fit_id = create_fit(store, set_id=WORLD, requested_by="test")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNPOST_")}
     env.update(SIGNPOST_VAR_DIR=str(tmp_path), SIGNPOST_TODAY=TODAY.isoformat(),
                SIGNPOST_WORKER="inline", SIGNPOST_QUEUE_POLL="0.2")
@@ -347,7 +355,7 @@ def test_scheduler_command_runs_queued_fits_and_stops_on_sigterm(cli, store, tmp
                                stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180
-        while store.get_fit(fit_id)["status"] != "published":
+        while fit_dict(get_fit(store, fit_id=fit_id))["status"] != "published":
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the scheduler did not publish the queued fit"
             time.sleep(0.5)

@@ -46,6 +46,10 @@ from service.errors import (
     ServiceError,
     Unauthorized,
 )
+from service.repositories.fits import create_fit
+from service.repositories.keys import create_key
+from service.repositories.observations import add_observations
+from service.repositories.sets import get_catalog, load_bundled_sets
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -137,19 +141,19 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
                                                     timeout=30) as client:
         services: Services = app.state.services
         store = services.store
-        store.load_bundled_sets()
-        observations, _ = read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
-        store.add_observations(observations, analyst="sample")
+        load_bundled_sets(store)
+        observations, _ = read_observations_csv(SAMPLE, get_catalog(store), today=TODAY)
+        add_observations(store, observations=observations, analyst="sample")
         fits = {}
         for set_id in (CONVERGENCE, WORLD):
-            fits[set_id] = store.create_fit(set_id, "test")
+            fits[set_id] = create_fit(store, set_id=set_id, requested_by="test")
             result = services.runner.run_fit(fits[set_id])
             assert result["status"] == "published", result
         spec = client.get("/openapi.json").json()
         yield Deployment(server.base_url, client, services, schemathesis.openapi.from_dict(spec),
-                         spec, admin=bearer(store.create_key("admin", name="ada")),
-                         analyst=bearer(store.create_key("analyst", name="ana")),
-                         reader=bearer(store.create_key("reader")), fits=fits)
+                         spec, admin=bearer(create_key(store, role="admin", name="ada")),
+                         analyst=bearer(create_key(store, role="analyst", name="ana")),
+                         reader=bearer(create_key(store, role="reader")), fits=fits)
 
 
 # -- (a) the document ------------------------------------------------------------------------

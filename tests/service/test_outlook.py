@@ -21,6 +21,10 @@ from forecast import exact_posterior
 from indicators import read_observations_csv
 from service.api import create_app
 from service.cli import app as cli
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import create_fit
+from service.repositories.observations import add_observations
+from service.repositories.sets import get_catalog, get_set, load_bundled_sets
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -38,12 +42,12 @@ def env(tmp_path_factory):
     with TestClient(app) as client:
         services = app.state.services
         store = services.store
-        store.load_bundled_sets()
+        load_bundled_sets(store)
         observations, _ = read_observations_csv("indicators/data/sample_observations.csv",
-                                                store.catalog(), today=TODAY)
-        store.add_observations(observations)
+                                                get_catalog(store), today=TODAY)
+        add_observations(store, observations=observations)
         for set_id in (CONVERGENCE, WORLD):
-            result = services.runner.run_fit(store.create_fit(set_id, "test"))
+            result = services.runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
             assert result["status"] == "published", result
         yield client, services, {"SIGNPOST_VAR_DIR": str(var_dir),
                                  "SIGNPOST_TODAY": TODAY.isoformat()}
@@ -81,8 +85,8 @@ def test_forecast_at_and_by(env):
 def test_static_set_forecast_is_its_posterior(env):
     client, services, _ = env
     body = client.get(f"/v1/sets/{WORLD}/forecast", params={"horizon": "2034-01-01"}).json()
-    scenario_set = services.store.get_set(WORLD)
-    exact = exact_posterior(scenario_set, services.store.evidence(scenario_set))
+    scenario_set = get_set(services.store, set_id=WORLD)
+    exact = exact_posterior(scenario_set, evidence_of(services.store, scenario_set=scenario_set))
     for s, p in zip(body["scenarios"], exact.probability, strict=True):
         assert s["at"] == pytest.approx(p, abs=1e-9) and s["by"] == pytest.approx(p, abs=1e-9)
 

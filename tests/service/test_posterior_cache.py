@@ -16,6 +16,9 @@ with warnings.catch_warnings():
 
 from forecast import FitSettings
 from service.api import create_app
+from service.repositories.fits import create_fit
+from service.repositories.observations import add_observation
+from service.repositories.sets import load_bundled_sets
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -30,12 +33,14 @@ def test_a_second_replica_sees_a_new_fit_within_one_poll(tmp_path):
     second = create_app(Settings(var_dir=tmp_path / "b", **common))
     with TestClient(first) as a, TestClient(second) as b:
         services = first.state.services
-        services.store.load_bundled_sets()
+        load_bundled_sets(services.store)
         services.runner.fit_settings = FitSettings(dynamic=False)
-        old = services.runner.run_fit(services.store.create_fit(WORLD, "test"))["fit_id"]
+        old = services.runner.run_fit(create_fit(services.store, set_id=WORLD,
+                                                 requested_by="test"))["fit_id"]
         assert b.get(f"/v1/sets/{WORLD}/posterior").json()["fit_id"] == old  # now cached in b
-        services.store.add_observation({"indicator": "joint_exercise", "date": "2025-11-03"})
-        new = services.runner.run_fit(services.store.create_fit(WORLD, "test"))["fit_id"]
+        add_observation(services.store, data={"indicator": "joint_exercise", "date": "2025-11-03"})
+        new = services.runner.run_fit(create_fit(services.store, set_id=WORLD,
+                                                 requested_by="test"))["fit_id"]
         # the publishing replica invalidated its own entry at once
         assert a.get(f"/v1/sets/{WORLD}/posterior").json()["fit_id"] == new
         deadline = time.monotonic() + 0.2 * 10

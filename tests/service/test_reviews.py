@@ -19,11 +19,16 @@ from starlette.exceptions import StarletteDeprecationWarning
 import indicators
 from forecast import exact_posterior
 from service.api import create_app
-from service.db import FitRow
+from service.db import Database, FitRow
 from service.errors import BadRequest, Conflict, NotFound
+from service.repositories.evidence import coverage_of, evidence_of
+from service.repositories.fits import get_fit, update_fit
+from service.repositories.keys import create_key
+from service.repositories.observations import add_observation, add_observations, count_observations
+from service.repositories.sets import get_catalog, get_set, load_bundled_sets
 from service.reviews import add_review, list_reviews, retract_review
 from service.settings import Settings
-from service.store import Store
+from service.views import fit_dict
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
@@ -40,9 +45,9 @@ SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
 
 @pytest.fixture
 def store(db_url):
-    s = Store(db_url, today=TODAY, clock=lambda: datetime(2025, 12, 31, 12, tzinfo=UTC))
+    s = Database(db_url, today=TODAY, clock=lambda: datetime(2025, 12, 31, 12, tzinfo=UTC))
     s.migrate()
-    s.load_bundled_sets()
+    load_bundled_sets(s)
     yield s
     s.dispose()
 
@@ -89,37 +94,39 @@ def test_every_bad_review_is_refused_naming_the_field_and_nothing_is_stored(stor
 
 
 def test_a_review_moves_coverage_and_the_evidence_with_it(store):
-    scenario_set = store.get_set(CONVERGENCE)
-    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10", "grade": "A1"})
-    before = store.coverage(scenario_set)
+    scenario_set = get_set(store, set_id=CONVERGENCE)
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2024-05-10",
+                                 "grade": "A1"})
+    before = coverage_of(store, scenario_set=scenario_set)
     assert set(before.dates().values()) == {date(2024, 5, 10)}  # the newest entry
     review, created = add_review(store, {"set_id": CONVERGENCE, "through": "2025-12-31",
                                          "note": "read TASS and Xinhua archives"},
                                  analyst="ana")
     assert created and review["indicators"] == sorted(scenario_set.indicator_ids)
     assert review["analyst"] == "ana" and review["set_id"] == CONVERGENCE
-    after = store.coverage(scenario_set)
+    after = coverage_of(store, scenario_set=scenario_set)
     assert set(after.dates().values()) == {date(2025, 12, 31)}
     assert {c.basis for c in after.indicators} == {"review"}
     assert {c.review_id for c in after.indicators} == {review["id"]}
-    evidence = store.evidence(scenario_set)
+    evidence = evidence_of(store, scenario_set=scenario_set)
     col = evidence.column("joint_exercise")
     assert evidence.exposure[:, col].sum() == pytest.approx(len(evidence.grid))  # all covered
     # a review of one indicator counts for every set that uses it
-    world = store.get_set(WORLD)
-    assert store.coverage(world).dates()["joint_exercise"] == date(2025, 12, 31)
+    world = get_set(store, set_id=WORLD)
+    assert coverage_of(store, scenario_set=world).dates()["joint_exercise"] == date(2025, 12, 31)
     items, total = list_reviews(store, set_id=WORLD)
     assert total == 1 and items[0]["id"] == review["id"]
     assert list_reviews(store, indicator="us_china_cooperation") == ([], 0)
 
 
 def test_a_retracted_review_stops_counting_and_stays_stored(store):
-    scenario_set = store.get_set(WORLD)
-    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10"})
+    scenario_set = get_set(store, set_id=WORLD)
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2024-05-10"})
     review, _ = add_review(store, {"set_id": WORLD, "through": "2025-06-30"})
     retracted = retract_review(store, review["id"], "read the wrong archive", by="ana")
     assert retracted["retraction_reason"] == "read the wrong archive (by ana)"
-    assert set(store.coverage(scenario_set).dates().values()) == {date(2024, 5, 10)}
+    assert set(coverage_of(store, scenario_set=scenario_set).dates().values()) == {date(2024, 5,
+                                                                                        10)}
     items, total = list_reviews(store)
     assert total == 1 and items[0]["retracted_at"] is not None
     assert list_reviews(store, include_retracted=False) == ([], 0)
@@ -143,14 +150,15 @@ def test_an_idempotency_key_stores_one_review(store):
 
 
 def test_an_import_and_its_review_are_stored_together_or_not_at_all(store):
-    observations, _ = indicators.read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
+    observations, _ = indicators.read_observations_csv(SAMPLE, get_catalog(store), today=TODAY)
     with pytest.raises(BadRequest, match="in the future"):
-        store.add_observations(observations, review={"indicators": ["joint_exercise"],
-                                                     "through": "2026-02-01"})
-    assert store.count_observations() == 0 and list_reviews(store)[1] == 0
-    count, review = store.add_observations(
-        observations, review={"indicators": sorted({o.indicator for o in observations}),
-                              "through": "2025-12-31"})
+        add_observations(store, observations=observations,
+                         review={"indicators": ["joint_exercise"], "through": "2026-02-01"})
+    assert count_observations(store) == 0 and list_reviews(store)[1] == 0
+    count, review = add_observations(store, observations=observations,
+                                     review={"indicators": sorted({o.indicator
+                                                                   for o in observations}),
+                                             "through": "2025-12-31"})
     assert count == 96 and review["through"] == "2025-12-31"
 
 
@@ -165,16 +173,17 @@ def api(tmp_path):
     app = create_app(settings)
     with TestClient(app) as client:
         store = app.state.services.store
-        store.load_bundled_sets()
-        client.analyst = {"Authorization": f"Bearer {store.create_key('analyst', 'ana')}"}
-        client.reader = {"Authorization": f"Bearer {store.create_key('reader')}"}
+        load_bundled_sets(store)
+        analyst = create_key(store, role="analyst", name="ana")
+        client.analyst = {"Authorization": f"Bearer {analyst}"}
+        client.reader = {"Authorization": f"Bearer {create_key(store, role='reader')}"}
         client.services = app.state.services
         yield client
 
 
 def test_post_a_review_then_list_and_retract_it(api):
     store = api.services.store
-    store.add_observation({"indicator": "joint_exercise", "date": "2024-05-10"})
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2024-05-10"})
     response = api.post("/v1/reviews", headers=api.analyst,
                         json={"set_id": WORLD, "through": "2025-12-31", "note": "archives"})
     assert response.status_code == 201, response.text
@@ -183,7 +192,7 @@ def test_post_a_review_then_list_and_retract_it(api):
     assert review["sets"] == [CONVERGENCE, WORLD]  # joint_exercise is in both
     assert set(review["queued_fits"]) == {CONVERGENCE, WORLD}
     for fit_id in review["queued_fits"].values():
-        assert store.get_fit(fit_id)["status"] == "queued"
+        assert fit_dict(get_fit(store, fit_id=fit_id))["status"] == "queued"
     listed = api.get("/v1/reviews", params={"set": WORLD})
     assert listed.status_code == 200 and listed.json()["total"] == 1
     by_indicator = api.get("/v1/reviews", params={"indicator": "joint_patrol"}).json()
@@ -214,7 +223,7 @@ def test_review_errors_have_the_one_shape_and_store_nothing(api):
 def test_every_payload_says_what_the_evidence_covered(api):
     store = api.services.store
     for day in ("2025-02-10", "2025-05-20"):
-        store.add_observation({"indicator": "joint_exercise", "date": day, "grade": "A1"})
+        add_observation(store, data={"indicator": "joint_exercise", "date": day, "grade": "A1"})
     reviewed = api.post("/v1/reviews", headers=api.analyst,
                         json={"set_id": WORLD, "indicators": ["joint_exercise"],
                               "through": "2025-09-30"}).json()
@@ -233,8 +242,8 @@ def test_every_payload_says_what_the_evidence_covered(api):
         assert body["evidence_complete_through"] == "2025-05-20", path
         assert body["coverage"] == posterior["coverage"], path
     # and the numbers are the exact ones of that evidence
-    scenario_set = store.get_set(WORLD)
-    exact = exact_posterior(scenario_set, store.evidence(scenario_set))
+    scenario_set = get_set(store, set_id=WORLD)
+    exact = exact_posterior(scenario_set, evidence_of(store, scenario_set=scenario_set))
     np.testing.assert_allclose([s["probability"] for s in posterior["scenarios"]],
                                exact.probability, atol=1e-9)
 
@@ -263,13 +272,13 @@ def test_cli_import_with_its_review_date_is_all_or_nothing(cli, tmp_path):  # no
     refused = run(cli, "import", str(SAMPLE), "--reviewed-through", "2026-01-31", code=2)
     assert "--reviewed-through: 2026-01-31 is in the future" in refused.stderr
     assert "nothing was imported" in refused.stderr
-    with Store(Settings().url, today=TODAY) as store:
-        assert store.count_observations() == 0
+    with Database(Settings().url, today=TODAY) as store:
+        assert count_observations(store) == 0
     done = run(cli, "import", str(SAMPLE), "--reviewed-through", "2025-12-31")
     assert "imported 96 observations" in done.stdout
     assert "reviewed through 2025-12-31" in done.stdout
-    with Store(Settings().url, today=TODAY) as store:
-        coverage = store.coverage(store.get_set(CONVERGENCE))
+    with Database(Settings().url, today=TODAY) as store:
+        coverage = coverage_of(store, scenario_set=get_set(store, set_id=CONVERGENCE))
     # the indicators in the file: reviewed; the others (milestones): the newest entry
     assert coverage.dates()["joint_exercise"] == date(2025, 12, 31)
     assert coverage.dates()["satellite_cueing"] == date(2025, 12, 9)
@@ -319,7 +328,7 @@ def test_observations_queue_one_refit_per_set_even_while_a_fit_runs(api):
     assert first.status_code == 201
     assert [len(queued(s)) for s in (WORLD, CONVERGENCE)] == [1, 1]
     running = queued(WORLD)[0].id
-    store.update_fit(running, status="running")  # a fit has read the evidence and runs
+    update_fit(store, fit_id=running, status="running")  # a fit has read the evidence and runs
     for day in ("2025-07-02", "2025-07-03", "2025-07-04"):
         assert api.post("/v1/observations", json={**body, "date": day},
                         headers=api.analyst).status_code == 201
@@ -327,7 +336,7 @@ def test_observations_queue_one_refit_per_set_even_while_a_fit_runs(api):
     assert len(queued(CONVERGENCE)) == 1
     for set_id in (WORLD, CONVERGENCE):  # those fits ended: a retraction queues afresh
         for row in queued(set_id):
-            store.update_fit(row.id, status="failed")
+            update_fit(store, fit_id=row.id, status="failed")
     retracted = api.post(f"/v1/observations/{first.json()['id']}/retract",
                          json={"reason": "duplicate"}, headers=api.analyst)
     assert retracted.status_code == 200

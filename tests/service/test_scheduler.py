@@ -9,10 +9,21 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from forecast import FitSettings, SamplerSettings
+from service.db import Database
+from service.repositories.fits import (
+    acquire_lease,
+    create_fit,
+    get_fit,
+    get_lease,
+    latest_published,
+    update_fit,
+)
+from service.repositories.observations import add_observation
+from service.repositories.sets import load_bundled_sets
 from service.runner import FitRunner
 from service.scheduler import RefitScheduler
 from service.settings import Settings
-from service.store import Store
+from service.views import fit_dict
 from service.worker import WorkerPool
 
 TODAY = date(2025, 12, 31)
@@ -39,11 +50,11 @@ class RecordingPool(WorkerPool):
 
 
 def _setup(url: str) -> None:
-    store = Store(url, today=TODAY)
+    store = Database(url, today=TODAY)
     store.migrate()
-    store.load_bundled_sets()
+    load_bundled_sets(store)
     for d in ("2024-07-14", "2025-08-01", "2025-09-10"):
-        store.add_observation({"indicator": "joint_exercise", "date": d, "grade": "A1"})
+        add_observation(store, data={"indicator": "joint_exercise", "date": d, "grade": "A1"})
     store.dispose()
 
 
@@ -64,12 +75,12 @@ def test_two_schedulers_on_one_postgres_never_fit_one_set_at_once(pg_url):
     lock = threading.Lock()
     schedulers = []
     for name in ("s1", "s2"):
-        store = Store(pg_url, today=TODAY)
+        store = Database(pg_url, today=TODAY)
         runner = FitRunner(store, RecordingPool(log, lock, name), GATE_FREE, lease_seconds=30,
                            artifacts_dir="/tmp/signpost-test-artifacts", owner=name)
         schedulers.append(RefitScheduler(store, runner, refit_interval=3600, queue_poll=0.2))
-    queue_store = Store(pg_url, today=TODAY)
-    fit_ids = [queue_store.create_fit(set_id, "test") for set_id in
+    queue_store = Database(pg_url, today=TODAY)
+    fit_ids = [create_fit(queue_store, set_id=set_id, requested_by="test") for set_id in
                ("sino-russian-convergence", "world-order-2035") * 3]
 
     # Both schedulers drain the same queue and check the same sets, concurrently.
@@ -85,7 +96,7 @@ def test_two_schedulers_on_one_postgres_never_fit_one_set_at_once(pg_url):
     for scheduler in schedulers:  # whatever lost a lease race is still queued: finish it
         scheduler.drain()
 
-    statuses = [queue_store.get_fit(f)["status"] for f in fit_ids]
+    statuses = [fit_dict(get_fit(queue_store, fit_id=f))["status"] for f in fit_ids]
     assert statuses == ["published"] * len(fit_ids)
     assert len(log) >= len(fit_ids)
     assert {owner for _, owner, _, _ in log} == {"s1", "s2"} or len(log) >= len(fit_ids)
@@ -107,22 +118,23 @@ class Clock:
 def test_a_crashed_fit_is_taken_over_after_its_lease_expires(db_url):
     _setup(db_url)
     clock = Clock()
-    store = Store(db_url, clock=clock, today=TODAY)
-    fit_id = store.create_fit("world-order-2035", "test")
+    store = Database(db_url, clock=clock, today=TODAY)
+    fit_id = create_fit(store, set_id="world-order-2035", requested_by="test")
     # A worker took the fit and died: the row says running, the lease is still someone's.
-    assert store.acquire_lease("world-order-2035", "dead-worker", fit_id, 60)
-    store.update_fit(fit_id, status="running", attempts=1, worker="dead-worker")
+    assert acquire_lease(store, set_id="world-order-2035", owner="dead-worker", fit_id=fit_id,
+                         seconds=60)
+    update_fit(store, fit_id=fit_id, status="running", attempts=1, worker="dead-worker")
     runner = FitRunner(store, WorkerPool("inline"), QUICK, lease_seconds=60,
                        artifacts_dir="/tmp/signpost-test-artifacts", owner="survivor")
     scheduler = RefitScheduler(store, runner, refit_interval=3600, queue_poll=1)
 
     scheduler.drain()  # lease still live: nothing happens
-    assert store.get_fit(fit_id)["status"] == "running"
+    assert fit_dict(get_fit(store, fit_id=fit_id))["status"] == "running"
     clock.now += timedelta(seconds=61)
     scheduler.drain()
-    done = store.get_fit(fit_id)
+    done = fit_dict(get_fit(store, fit_id=fit_id))
     assert done["status"] == "published" and done["attempts"] == 2
-    assert store.lease("world-order-2035") is None
+    assert get_lease(store, set_id="world-order-2035") is None
     store.dispose()
 
 
@@ -130,22 +142,22 @@ def test_a_crashed_fit_is_taken_over_after_its_lease_expires(db_url):
 def test_refit_only_when_evidence_changed_and_rejection_keeps_last_good(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _setup(url)
-    store = Store(url, today=TODAY)
+    store = Database(url, today=TODAY)
     runner = FitRunner(store, WorkerPool("inline"), QUICK, lease_seconds=60,
                        artifacts_dir=tmp_path / "fits")
     scheduler = RefitScheduler(store, runner, refit_interval=3600, queue_poll=1)
     first = scheduler.check_set("world-order-2035")
-    assert first and store.get_fit(first)["status"] == "published"
+    assert first and fit_dict(get_fit(store, fit_id=first))["status"] == "published"
     assert (tmp_path / "fits" / "world-order-2035" / f"{first}.nc").exists()
     assert scheduler.check_set("world-order-2035") is None  # same evidence: no refit
-    store.add_observation({"indicator": "joint_exercise", "date": "2025-12-01"})
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2025-12-01"})
     # An impossible gate: the fit runs, is rejected with its reason, and is not served.
     runner.fit_settings = FitSettings(sampler=QUICK.sampler,
                                       gate=QUICK.gate.__class__(min_ess_bulk=10**9))
     second = scheduler.check_set("world-order-2035")
-    rejected = store.get_fit(second)
+    rejected = fit_dict(get_fit(store, fit_id=second))
     assert rejected["status"] == "rejected" and "bulk ESS" in rejected["reason"]
-    assert store.latest_published("world-order-2035").id == first
+    assert latest_published(store, set_id="world-order-2035").id == first
     assert scheduler.check_set("world-order-2035") is None  # same evidence, verdict given
     store.dispose()
 
@@ -159,22 +171,22 @@ def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifa
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     _setup(url)
-    store = Store(url, today=TODAY)
+    store = Database(url, today=TODAY)
     runner = FitRunner(store, WorkerPool("process"), Settings().fit_settings(),
                        lease_seconds=120, artifacts_dir=tmp_path / "fits")
     try:
         set_id = "sino-russian-convergence"
-        first = runner.run_fit(store.create_fit(set_id, "test"))
+        first = runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
         assert first["status"] == "published" and first["sampler"]["name"] == "paths"
         assert first["timings"]["compile_s"] == 0.0
-        store.add_observation({"indicator": "joint_exercise", "date": "2025-11-20",
+        add_observation(store, data={"indicator": "joint_exercise", "date": "2025-11-20",
                                "grade": "A1"})
-        second = runner.run_fit(store.create_fit(set_id, "test"))
+        second = runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
         assert second["status"] == "published", second
         assert second["sampler"]["name"] == "paths", second["sampler"]
         assert second["evidence_hash"] != first["evidence_hash"]
         assert second["diagnostics"]["max_mcse"] <= 0.005
-        assert store.latest_published(set_id).id == second["fit_id"]
+        assert latest_published(store, set_id=set_id).id == second["fit_id"]
         artifact = xr.open_datatree(tmp_path / "fits" / set_id / f"{second['fit_id']}.nc",
                                     engine="h5netcdf")
         posterior = artifact["posterior"]
@@ -183,7 +195,7 @@ def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifa
         assert abs(float(posterior["scenario_probability"].mean(("chain", "draw")).sum())
                    - 1) < 1e-9
         artifact.close()
-        summary = store.get_fit_row(second["fit_id"]).summary
+        summary = get_fit(store, fit_id=second["fit_id"]).summary
         assert summary["coverage"]["evidence_complete_through"] is not None
     finally:
         runner.pool.shutdown()

@@ -15,10 +15,23 @@ import indicators
 from forecast import set_evidence
 from indicators import Review, read_observations_csv
 from service import migrate
-from service.db import ObservationMonthRow
+from service.db import Database, ObservationMonthRow
 from service.errors import BadRequest, Conflict, NotFound
+from service.repositories.evidence import evidence_of
+from service.repositories.fits import acquire_lease, get_lease, release_lease, renew_lease
+from service.repositories.keys import create_key, verify_key
+from service.repositories.observations import (
+    add_observation,
+    add_observations,
+    count_observations,
+    list_observations,
+    month_index,
+    observation_row,
+    retract_observation,
+    validate_observation,
+)
+from service.repositories.sets import get_catalog, get_set, list_sets, load_bundled_sets
 from service.reviews import add_review, retract_review
-from service.store import Store, month_index
 
 TODAY = date(2025, 12, 31)
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
@@ -37,9 +50,9 @@ class Clock:
 @pytest.fixture
 def store(db_url):
     clock = Clock()
-    s = Store(db_url, clock=clock, today=TODAY)
+    s = Database(db_url, clock=clock, today=TODAY)
     s.migrate()
-    s.load_bundled_sets()
+    load_bundled_sets(s)
     s.test_clock = clock
     yield s
     s.dispose()
@@ -52,12 +65,13 @@ def test_migrations_are_current_and_idempotent(store):
 
 
 def test_observation_is_committed_and_readable_from_another_connection(store, db_url):
-    row, created = store.add_observation({"indicator": "joint_exercise", "date": "2025-08-01",
-                                          "grade": "A1", "source": "MoD"}, analyst="ana")
-    assert created and row["weight"] == 1.0 and row["analyst"] == "ana"
-    other = Store(db_url, today=TODAY)
-    items, total = other.list_observations()
-    assert total == 1 and items[0]["id"] == row["id"]
+    row, created = add_observation(store, data={"indicator": "joint_exercise",
+                                                "date": "2025-08-01", "grade": "A1",
+                                                "source": "MoD"}, analyst="ana")
+    assert created and row.weight == 1.0 and row.analyst == "ana"
+    other = Database(db_url, today=TODAY)
+    items, total = list_observations(other)
+    assert total == 1 and items[0].id == row.id
     other.dispose()
 
 
@@ -73,62 +87,64 @@ def test_observation_is_committed_and_readable_from_another_connection(store, db
 ])
 def test_bad_observations_are_refused_and_nothing_is_stored(store, data, field):
     with pytest.raises(BadRequest) as info:
-        store.add_observation(data)
+        add_observation(store, data=data)
     assert info.value.field == field
-    assert store.count_observations() == 0
+    assert count_observations(store) == 0
 
 
 def test_idempotency_key_returns_the_first_row(store):
-    first, created = store.add_observation({"indicator": "joint_patrol", "date": "2025-07-01"},
-                                           idempotency_key="abc")
-    again, created_again = store.add_observation(
-        {"indicator": "joint_patrol", "date": "2025-07-01"}, idempotency_key="abc")
-    assert created and not created_again and again["id"] == first["id"]
-    assert store.count_observations() == 1
+    data = {"indicator": "joint_patrol", "date": "2025-07-01"}
+    first, created = add_observation(store, data=data, idempotency_key="abc")
+    again, created_again = add_observation(store, data=data, idempotency_key="abc")
+    assert created and not created_again and again.id == first.id
+    assert count_observations(store) == 1
     with pytest.raises(Conflict):
-        store.add_observation({"indicator": "joint_patrol", "date": "2025-06-01"},
-                              idempotency_key="abc")
+        add_observation(store, data={"indicator": "joint_patrol", "date": "2025-06-01"},
+                        idempotency_key="abc")
 
 
 def test_concurrent_retries_with_one_key_store_one_row(store):
     results = []
 
     def post():
-        results.append(store.add_observation({"indicator": "joint_patrol", "date": "2025-07-01"},
-                                             idempotency_key="race")[0]["id"])
+        row, _ = add_observation(store, data={"indicator": "joint_patrol", "date": "2025-07-01"},
+                                 idempotency_key="race")
+        results.append(row.id)
 
     threads = [threading.Thread(target=post) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(results)) == 1 and store.count_observations() == 1
+    assert len(set(results)) == 1 and count_observations(store) == 1
 
 
 def test_retraction_keeps_the_row_and_refuses_twice(store):
-    row, _ = store.add_observation({"indicator": "joint_patrol", "date": "2025-07-01"})
-    retracted = store.retract(row["id"], "duplicate of an earlier report", by="ana")
-    assert retracted["retracted_at"] is not None
-    assert store.count_observations() == 1
-    assert store.count_observations(include_retracted=False) == 0
+    row, _ = add_observation(store, data={"indicator": "joint_patrol", "date": "2025-07-01"})
+    retracted = retract_observation(store, observation_id=row.id,
+                                    reason="duplicate of an earlier report", by="ana")
+    assert retracted.retracted_at is not None
+    assert count_observations(store) == 1
+    assert count_observations(store, include_retracted=False) == 0
     with pytest.raises(Conflict):
-        store.retract(row["id"], "again")
+        retract_observation(store, observation_id=row.id, reason="again")
     with pytest.raises(NotFound):
-        store.retract(10_000, "missing")
+        retract_observation(store, observation_id=10_000, reason="missing")
 
 
 def test_sql_evidence_equals_the_python_evidence_builder(store):
     """Without a review, with one, and with the review retracted; dates inside a month."""
-    observations, errors = read_observations_csv(SAMPLE, store.catalog(), today=TODAY)
+    observations, errors = read_observations_csv(SAMPLE, get_catalog(store), today=TODAY)
     assert errors == []
-    store.add_observations(observations)
-    retracted, _ = store.add_observation({"indicator": "satellite_cueing", "date": "2024-05-01"})
-    store.retract(retracted["id"], "wrong")
+    add_observations(store, observations=observations)
+    retracted, _ = add_observation(store, data={"indicator": "satellite_cueing",
+                                                "date": "2024-05-01"})
+    retract_observation(store, observation_id=retracted.id, reason="wrong")
 
     def check(reviews):
-        for scenario_set in store.list_sets():
+        for scenario_set in list_sets(store):
             for as_of in (date(2019, 8, 15), date(2024, 11, 17), TODAY):
-                from_sql = store.evidence(scenario_set, as_of)
+                from_sql = evidence_of(store, scenario_set=scenario_set, as_of=as_of)
                 from_rows = set_evidence(scenario_set, observations, as_of, grades=store.grades,
                                          reviews=reviews)
                 assert from_sql.coverage == from_rows.coverage
@@ -145,10 +161,11 @@ def test_sql_evidence_equals_the_python_evidence_builder(store):
 
 
 def test_evidence_counts_current_period_exposure(store):
-    scenario_set = store.get_set("sino-russian-convergence")
+    scenario_set = get_set(store, set_id="sino-russian-convergence")
     add_review(store, {"set_id": scenario_set.id, "through": "2025-11-15"})
-    store.add_observation({"indicator": "joint_exercise", "date": "2025-11-03", "grade": "A1"})
-    evidence = store.evidence(scenario_set, date(2025, 11, 15))
+    add_observation(store, data={"indicator": "joint_exercise", "date": "2025-11-03",
+                                 "grade": "A1"})
+    evidence = evidence_of(store, scenario_set=scenario_set, as_of=date(2025, 11, 15))
     col = evidence.column("joint_exercise")
     assert evidence.counts[-1, col] == 1.0
     assert evidence.exposure[-1, col] == pytest.approx(46 / 92)  # Oct 1 .. Nov 15 of 92 days
@@ -197,17 +214,17 @@ def _assert_evidence_equal(from_sql, from_rows):
 
 def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store):
     store.coverage_rule = "as_of"  # every cell is cut at as_of itself
-    scenario_set = store.get_set("sino-russian-convergence")
-    observations = [store.validate(data) for data in NOVEMBER]
+    scenario_set = get_set(store, set_id="sino-russian-convergence")
+    observations = [validate_observation(store, data=data) for data in NOVEMBER]
     for data in NOVEMBER[:4]:  # one by one: each upsert meets the cell the last one made
-        store.add_observation(data)
-    store.add_observations(observations[4:])
+        add_observation(store, data=data)
+    add_observations(store, observations=observations[4:])
     assert _max_date(store, "joint_exercise", date(2025, 11, 1)) == date(2025, 11, 20)
     assert _max_date(store, "joint_patrol", date(2025, 11, 1)) == date(2025, 11, 5)
     raw = _raw_reads(store)
     for as_of in NOVEMBER_AS_OF:
         raw.clear()
-        from_sql = store.evidence(scenario_set, as_of)
+        from_sql = evidence_of(store, scenario_set=scenario_set, as_of=as_of)
         _assert_evidence_equal(from_sql, set_evidence(scenario_set, observations, as_of,
                                                       grades=store.grades, reviews=[],
                                                       rule="as_of"))
@@ -216,38 +233,40 @@ def test_mid_month_evidence_reads_raw_rows_only_for_cells_with_later_rows(store)
         late = as_of in (date(2025, 11, 2), date(2025, 11, 3), date(2025, 11, 15),
                          date(2025, 11, 19), date(2025, 11, 20))
         assert bool(raw) == late, (as_of, raw)
-    mid = store.evidence(scenario_set, date(2025, 11, 15))
+    mid = evidence_of(store, scenario_set=scenario_set, as_of=date(2025, 11, 15))
     exercise, cueing = mid.column("joint_exercise"), mid.column("satellite_cueing")
     assert mid.counts[-1, exercise] == 1.0  # the A1 row of the 3rd, not the B2 of the 20th
     assert mid.counts[-1, cueing] == 0.0
-    end = store.evidence(scenario_set, date(2025, 11, 30))
+    end = evidence_of(store, scenario_set=scenario_set, as_of=date(2025, 11, 30))
     assert end.counts[-1, exercise] == pytest.approx(1 + 0.85 * 0.85)
     assert end.counts[-1, cueing] == pytest.approx(0.85 * 0.85)
 
 
 def test_retracting_the_latest_row_of_a_month_lowers_max_date(store):
     store.coverage_rule = "as_of"
-    scenario_set = store.get_set("sino-russian-convergence")
-    rows = [store.add_observation(data)[0] for data in NOVEMBER]
-    latest = next(r for r in rows if r["date"] == "2025-11-20")
-    store.retract(latest["id"], "duplicate")
+    scenario_set = get_set(store, set_id="sino-russian-convergence")
+    rows = [add_observation(store, data=data)[0] for data in NOVEMBER]
+    latest = next(r for r in rows if r.date == date(2025, 11, 20))
+    retract_observation(store, observation_id=latest.id, reason="duplicate")
     assert _max_date(store, "joint_exercise", date(2025, 11, 1)) == date(2025, 11, 3)
-    live = [store.validate(data) for data in NOVEMBER if data["date"] != "2025-11-20"]
+    live = [validate_observation(store, data=data) for data in NOVEMBER
+            if data["date"] != "2025-11-20"]
     raw = _raw_reads(store)
     for as_of in NOVEMBER_AS_OF:
-        _assert_evidence_equal(store.evidence(scenario_set, as_of),
+        _assert_evidence_equal(evidence_of(store, scenario_set=scenario_set, as_of=as_of),
                                set_evidence(scenario_set, live, as_of, grades=store.grades,
                                             reviews=[], rule="as_of"))
     raw.clear()
-    store.evidence(scenario_set, date(2025, 11, 19))  # only satellite_cueing (25th) is later
+    # only satellite_cueing (25th) is later
+    evidence_of(store, scenario_set=scenario_set, as_of=date(2025, 11, 19))
     assert len(raw) == 1
     # retracting a month's only row removes its cell
-    only = next(r for r in rows if r["indicator"] == "satellite_cueing")
-    store.retract(only["id"], "wrong")
+    only = next(r for r in rows if r.indicator == "satellite_cueing")
+    retract_observation(store, observation_id=only.id, reason="wrong")
     assert _max_date(store, "satellite_cueing", date(2025, 11, 1)) is None
     live = [obs for obs in live if obs.indicator != "satellite_cueing"]
     raw.clear()
-    from_sql = store.evidence(scenario_set, date(2025, 11, 15))
+    from_sql = evidence_of(store, scenario_set=scenario_set, as_of=date(2025, 11, 15))
     assert raw == []
     _assert_evidence_equal(from_sql, set_evidence(scenario_set, live, date(2025, 11, 15),
                                                   grades=store.grades, reviews=[],
@@ -267,14 +286,15 @@ def _month_columns(store):
 
 def test_migration_0003_backfills_max_date_from_live_rows(db_url):
     clock = Clock()
-    store = Store(db_url, clock=clock, today=TODAY)
+    store = Database(db_url, clock=clock, today=TODAY)
     _migrate_to(store, "0001")
-    observations = [store.validate(data) for data in NOVEMBER]
-    retracted = store._row(store.validate({"indicator": "joint_patrol", "date": "2025-11-28"}),
-                           "", None)
+    observations = [validate_observation(store, data=data) for data in NOVEMBER]
+    retracted = observation_row(store, observation=validate_observation(
+        store, data={"indicator": "joint_patrol", "date": "2025-11-28"}))
     retracted.retracted_at, retracted.retraction_reason = clock(), "wrong"
     with store.Session.begin() as session:  # rows stored before the monthly statistics
-        session.add_all([store._row(obs, "", None) for obs in observations] + [retracted])
+        session.add_all([observation_row(store, observation=obs) for obs in observations]
+                        + [retracted])
     _migrate_to(store, "0002")  # 0002 backfills the monthly statistics
     assert migrate.current_revision(store.engine) == "0002"
     assert "max_date" not in _month_columns(store)
@@ -286,10 +306,10 @@ def test_migration_0003_backfills_max_date_from_live_rows(db_url):
     assert _max_date(store, "joint_patrol", date(2025, 11, 1)) == date(2025, 11, 5)  # not 28
     assert _max_date(store, "joint_patrol", date(2025, 10, 1)) == date(2025, 10, 12)
     assert _max_date(store, "joint_exercise", date(2025, 12, 1)) == date(2025, 12, 2)
-    store.load_bundled_sets()
-    scenario_set = store.get_set("sino-russian-convergence")
+    load_bundled_sets(store)
+    scenario_set = get_set(store, set_id="sino-russian-convergence")
     for as_of in NOVEMBER_AS_OF:
-        _assert_evidence_equal(store.evidence(scenario_set, as_of),
+        _assert_evidence_equal(evidence_of(store, scenario_set=scenario_set, as_of=as_of),
                                set_evidence(scenario_set, observations, as_of,
                                             grades=store.grades, reviews=[]))
     # and back down: the column goes, the statistics stay
@@ -303,16 +323,18 @@ def test_migration_0003_backfills_max_date_from_live_rows(db_url):
 
 def test_lease_is_exclusive_until_it_expires(store):
     clock = store.test_clock
-    assert store.acquire_lease("world-order-2035", "a", None, 60)
-    assert not store.acquire_lease("world-order-2035", "b", None, 60)
-    assert store.acquire_lease("world-order-2035", "a", None, 60)  # re-entrant for its owner
+    assert acquire_lease(store, set_id="world-order-2035", owner="a", fit_id=None, seconds=60)
+    assert not acquire_lease(store, set_id="world-order-2035", owner="b", fit_id=None, seconds=60)
+    assert acquire_lease(store, set_id="world-order-2035", owner="a", fit_id=None,
+                         seconds=60)  # re-entrant for its owner
     clock.now += timedelta(seconds=61)
-    assert store.acquire_lease("world-order-2035", "b", None, 60)  # taken over after expiry
-    assert not store.renew_lease("world-order-2035", "a", 60)
-    store.release_lease("world-order-2035", "a")  # not a's any more: no effect
-    assert store.lease("world-order-2035").owner == "b"
-    store.release_lease("world-order-2035", "b")
-    assert store.lease("world-order-2035") is None
+    assert acquire_lease(store, set_id="world-order-2035", owner="b", fit_id=None,
+                         seconds=60)  # taken over after expiry
+    assert not renew_lease(store, set_id="world-order-2035", owner="a", seconds=60)
+    release_lease(store, set_id="world-order-2035", owner="a")  # not a's any more: no effect
+    assert get_lease(store, set_id="world-order-2035").owner == "b"
+    release_lease(store, set_id="world-order-2035", owner="b")
+    assert get_lease(store, set_id="world-order-2035") is None
 
 
 def test_only_one_contender_wins_a_free_lease(store):
@@ -321,7 +343,8 @@ def test_only_one_contender_wins_a_free_lease(store):
 
     def contend(owner):
         barrier.wait()
-        if store.acquire_lease("sino-russian-convergence", owner, None, 60):
+        if acquire_lease(store, set_id="sino-russian-convergence", owner=owner, fit_id=None,
+                         seconds=60):
             winners.append(owner)
 
     threads = [threading.Thread(target=contend, args=(f"w{i}",)) for i in range(8)]
@@ -333,13 +356,13 @@ def test_only_one_contender_wins_a_free_lease(store):
 
 
 def test_keys_store_only_a_hash(store):
-    secret = store.create_key("analyst", name="ana")
-    key = store.verify_key(secret)
+    secret = create_key(store, role="analyst", name="ana")
+    key = verify_key(store, secret=secret)
     assert key.role == "analyst" and key.name == "ana"
-    assert store.verify_key(secret + "x") is None
+    assert verify_key(store, secret=secret + "x") is None
     with store.Session() as session:
         from service.db import ApiKeyRow
         stored = session.query(ApiKeyRow).one()
     assert secret not in (stored.key_hash, stored.prefix) and len(stored.key_hash) == 64
     with pytest.raises(BadRequest):
-        store.create_key("root")
+        create_key(store, role="root")
