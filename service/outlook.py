@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from forecast import FitRecord
 from indicators import make_grid, period_floor
 from priors import ScenarioSet
 from service.db import Database, FitRow
@@ -54,18 +55,24 @@ def _published(store: Database, scenario_set: ScenarioSet) -> FitRow:
     return row
 
 
+def _record(row: FitRow) -> FitRecord:
+    """A published row's fit record (published fits always have one)."""
+    return FitRecord.from_dict(row.summary)
+
+
 def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
+    sampler = _record(row).sampler
     return {**fit_header(scenario_set, row),
-            "transitions": (row.summary or {}).get("sampler", {}).get("transitions"),
+            "transitions": sampler.transitions if sampler is not None else None,
             **coverage_fields(row)}
 
 
 def path_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, Any]:
     """The filtered path ``P(z_t = k | evidence up to t)`` for every period."""
     row = _published(store, scenario_set)
-    path = (row.summary or {}).get("path", {})
+    path = _record(row).path.to_dict()
     return {**_header(scenario_set, row), "scenarios": list(scenario_set.scenario_ids),
-            "periods": path.get("periods", []), "probability": path.get("probability", [])}
+            "periods": path["periods"], "probability": path["probability"]}
 
 
 def forecast_payload(store: Database, scenario_set: ScenarioSet,
@@ -73,8 +80,7 @@ def forecast_payload(store: Database, scenario_set: ScenarioSet,
     """``P(z at horizon = k)`` ("at") and ``P(reach k by horizon)`` ("by"), with MCSE."""
     when = parse_date_param(scenario_set, horizon, "horizon")
     row = _published(store, scenario_set)
-    outlook = (row.summary or {}).get("outlook") or {}
-    table = outlook.get("horizon")
+    table = _record(row).outlook.horizon
     if not table:
         raise NotFound(f"the published fit of '{scenario_set.id}' has no forecast; refit it",
                        code="no_forecast")
@@ -91,8 +97,8 @@ def forecast_payload(store: Database, scenario_set: ScenarioSet,
         ]
         return {**header, "steps": h, "scenarios": scenarios}
     # A horizon before the current period: what the filter said then; "by" is not a forecast.
-    path = (row.summary or {}).get("path", {})
-    if label not in path.get("periods", []):
+    path = _record(row).path.to_dict()
+    if label not in path["periods"]:
         raise BadRequest(f"horizon: {when} is after the published forecast's last period",
                          field="horizon")
     t = path["periods"].index(label)
@@ -107,7 +113,7 @@ def milestones_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, 
     Each with its median, 80 % interval and P(before the set's end).
     """
     row = _published(store, scenario_set)
-    outlook = (row.summary or {}).get("outlook") or {}
+    outlook = _record(row).outlook
 
     def strip(entry: dict) -> dict:
         return {k: v for k, v in entry.items() if k != "cdf"}
@@ -115,11 +121,11 @@ def milestones_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, 
     return {
         **_header(scenario_set, row),
         "end": scenario_set.end.isoformat() if scenario_set.end else None,
-        "horizon_end": (outlook.get("horizon") or {}).get("periods", [None])[-1],
-        "reach": {k: strip(v) for k, v in outlook.get("reach", {}).items()},
-        "reach_or_deeper": {k: strip(v) for k, v in outlook.get("reach_or_deeper", {}).items()},
-        "milestones": {k: strip(v) for k, v in outlook.get("milestones", {}).items()},
-        "evidence": outlook.get("evidence", {}),
+        "horizon_end": outlook.horizon["periods"][-1] if outlook.horizon else None,
+        "reach": {k: strip(v) for k, v in outlook.reach.items()},
+        "reach_or_deeper": {k: strip(v) for k, v in outlook.reach_or_deeper.items()},
+        "milestones": {k: strip(v) for k, v in outlook.milestones.items()},
+        "evidence": dict(outlook.evidence),
     }
 
 

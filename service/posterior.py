@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from forecast import FitRecord
 from priors import ScenarioSet
 from service.db import Database, FitRow, aware
 from service.repositories.fits import get_fit, latest_published_id
@@ -83,7 +84,8 @@ def coverage_fields(row: FitRow) -> dict[str, Any]:
     ``coverage[id]``: ``covered_through``, ``basis`` (``review``, ``newest_entry``, ``as_of`` or
     ``none``), ``review_id`` and ``periods_past``. Nulls for fits made before coverage.
     """
-    stored = (row.summary or {}).get("coverage")
+    record = FitRecord.from_stored(row.summary)
+    stored = record.coverage if record is not None else None
     if not stored:
         return {"evidence_complete_through": None, "periods_past_coverage": None,
                 "coverage_rule": None, "coverage": {}}
@@ -98,10 +100,13 @@ def coverage_fields(row: FitRow) -> dict[str, Any]:
 
 def scenario_rows(scenario_set: ScenarioSet, row: FitRow) -> list[dict[str, Any]]:
     """Per scenario of a fit: id, name, prior, probability and its MCSE."""
-    by_id = {s["id"]: s for s in (row.summary or {}).get("scenarios", [])}
+    record = FitRecord.from_stored(row.summary)
+    found = {s.id: record.scenario(s.id) if record is not None else None
+             for s in scenario_set.scenarios}
     return [{"id": s.id, "name": s.name, "prior": s.prior,
-             "probability": by_id.get(s.id, {}).get("probability"),
-             "mcse": by_id.get(s.id, {}).get("mcse")} for s in scenario_set.scenarios]
+             "probability": found[s.id].probability if found[s.id] else None,
+             "mcse": found[s.id].mcse if found[s.id] else None}
+            for s in scenario_set.scenarios]
 
 
 def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
@@ -126,12 +131,13 @@ def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, 
     """One row per published fit: when, through which date, and each scenario's probability."""
     items = []
     for row in rows:
-        by_id = {s["id"]: s["probability"] for s in (row.summary or {}).get("scenarios", [])}
+        record = FitRecord.from_stored(row.summary)
         items.append({
             "fit_id": row.id,
             "fitted_at": aware(row.finished_at).isoformat(),
             "evidence_through": row.as_of.isoformat() if row.as_of else None,
-            "probabilities": {s.id: by_id.get(s.id) for s in scenario_set.scenarios},
+            "probabilities": {s.id: record.probability_of(s.id) if record else None
+                              for s in scenario_set.scenarios},
         })
     return {"set_id": scenario_set.id, "scenarios": list(scenario_set.scenario_ids),
             "items": items}

@@ -12,6 +12,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from forecast import FitSettings
 from service.db import Database
 from service.repositories.evidence import coverage_of, evidence_of
 from service.repositories.fits import acquire_lease, get_fit, release_lease, renew_lease, update_fit
-from service.repositories.sets import get_set, set_text
+from service.repositories.sets import get_set
 from service.views import fit_dict
-from service.worker import WorkerPool, fit_settings_dict
+from service.worker import FitJob, WorkerPool
 
 log = logging.getLogger("signpost.runner")
 
@@ -126,12 +127,10 @@ class FitRunner:
             coverage = coverage_of(store, scenario_set=scenario_set, as_of=as_of)
             evidence = evidence_of(store, scenario_set=scenario_set, as_of=as_of,
                                    coverage=coverage)
-            yaml_text, source = set_text(store, set_id=row.set_id)
             artifact = str(self._artifact_path(row.set_id, fit_id))
             say(f"{row.set_id}: sampling {evidence.n_periods} periods × "
                 f"{evidence.n_indicators} indicators")
-            summary = self.pool.run(yaml_text, source, evidence.to_dict(),
-                                    fit_settings_dict(self.fit_settings), artifact)
+            record = self.pool.run(FitJob(scenario_set, evidence, self.fit_settings, artifact))
         except Exception as exc:  # the reason is recorded; the last good posterior stays
             log.exception("fit %s failed", fit_id)
             update_fit(store, fit_id=fit_id, status="failed", finished_at=store.clock(),
@@ -144,23 +143,22 @@ class FitRunner:
                        reason="lease lost before publishing; result discarded")
             return fit_dict(get_fit(store, fit_id=fit_id))
         # what the evidence covered: each indicator's date, and how far the nowcast runs past
-        summary["coverage"] = coverage.to_dict(evidence.grid)
-        diagnostics = summary["diagnostics"]
-        passed = bool(diagnostics["passed"])
+        record = replace(record, coverage=coverage.to_dict(evidence.grid))
+        passed = record.passed
         update_fit(
             store, fit_id=fit_id,
             status="published" if passed else "rejected",
             finished_at=store.clock(),
             as_of=evidence.as_of,
-            set_hash=summary["set_hash"],
-            evidence_hash=summary["evidence_hash"],
-            seed=summary["seed"],
-            diagnostics=diagnostics,
-            summary=summary,
-            timings=summary["timings"],
-            artifact=summary.get("artifact"),
+            set_hash=record.set_hash,
+            evidence_hash=record.evidence_hash,
+            seed=record.seed,
+            diagnostics=record.diagnostics.to_dict(),
+            summary=record.to_dict(),
+            timings=record.timings.to_dict(),
+            artifact=record.artifact,
             reason=None if passed else "diagnostics gate failed: "
-            + "; ".join(diagnostics["failures"]),
+            + "; ".join(record.diagnostics.failures),
         )
         say(f"{row.set_id}: {'published' if passed else 'rejected'}")
         if passed and row.kind == "live":

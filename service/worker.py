@@ -13,14 +13,13 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
-from forecast import FitSettings, ModelCache, fit
+from forecast import FitRecord, FitSettings, ModelCache, fit
 from indicators import Evidence
-from priors import parse_scenario_set
+from priors import ScenarioSet
 
 _CACHE = ModelCache()
 
@@ -43,38 +42,49 @@ def _init_worker(parent_pid: int) -> None:
                      name="watch-parent").start()
 
 
-def run_fit_job(set_yaml: str, set_source: str, evidence: dict[str, Any],
-                settings: dict[str, Any], artifact: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FitJob:
+    """One fit for the worker: the set, its evidence, the settings, where the artifact goes.
+
+    Pickled as it is into the worker process (its parts are frozen dataclasses and arrays), so
+    the worker neither re-parses the set nor rebuilds the evidence; the compiled-model cache
+    keys on the set's content hash, which travels with it.
+    """
+
+    scenario_set: ScenarioSet
+    evidence: Evidence
+    settings: FitSettings
+    artifact: str | None = None  # NetCDF path for the DataTree of a fit that passes
+    seed: int | None = None  # overrides ``settings.sampler.seed`` (None: keep it)
+
+    def fit_settings(self) -> FitSettings:
+        """The settings the fit runs with (the job's seed, if any, in the sampler's)."""
+        if self.seed is None:
+            return self.settings
+        return replace(self.settings, sampler=replace(self.settings.sampler, seed=self.seed))
+
+
+def run_fit_job(job: FitJob) -> FitRecord:
     """Fit one set on one evidence snapshot (runs in the worker process).
 
-    The DataTree of a fit that passes the gate is written to ``artifact`` (NetCDF, under a
+    The DataTree of a fit that passes the gate is written to ``job.artifact`` (NetCDF, under a
     temporary name, then renamed: a published file is never overwritten or half-written).
 
     Returns
     -------
-    dict
-        ``Fit.summary()`` plus ``"artifact"`` (the path, or None).
+    FitRecord
+        The fit's record, its ``artifact`` the path written (None when none was).
 
     """
-    scenario_set = parse_scenario_set(set_yaml, source=set_source)
-    result = fit(scenario_set, Evidence.from_dict(evidence), FitSettings.from_mapping(settings),
-                 cache=_CACHE)
-    summary = result.summary()
-    summary["artifact"] = None
-    if artifact and result.passed:
-        path = Path(artifact)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        result.datatree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-        summary["artifact"] = str(path)
-    return summary
-
-
-def fit_settings_dict(settings: FitSettings) -> dict[str, Any]:
-    """FitSettings as the plain mapping the worker takes."""
-    return {"sampler": asdict(settings.sampler), "gate": asdict(settings.gate),
-            "dynamic": settings.dynamic}
+    result = fit(job.scenario_set, job.evidence, job.fit_settings(), cache=_CACHE)
+    if not (job.artifact and result.passed):
+        return result.record
+    path = Path(job.artifact)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    result.datatree.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, path)
+    return replace(result.record, artifact=str(path))
 
 
 class WorkerPool:
@@ -100,21 +110,21 @@ class WorkerPool:
                     initargs=(os.getpid(),))
             return self._executor
 
-    def submit(self, *args: Any) -> Future:
-        """Queue a job; ``args`` as for `run_fit_job`."""
+    def submit(self, job: FitJob) -> Future:
+        """Queue a job; its future gives `run_fit_job`'s record."""
         if self.mode == "inline":
             future: Future = Future()
             try:
-                future.set_result(run_fit_job(*args))
+                future.set_result(run_fit_job(job))
             except Exception as exc:  # handed to the caller through the future
                 future.set_exception(exc)
             return future
-        return self._pool().submit(run_fit_job, *args)
+        return self._pool().submit(run_fit_job, job)
 
-    def run(self, *args: Any) -> dict[str, Any]:
+    def run(self, job: FitJob) -> FitRecord:
         """Run a job and wait for it; a dead worker is replaced and the error re-raised."""
         try:
-            return self.submit(*args).result()
+            return self.submit(job).result()
         except BrokenProcessPool:
             with self._lock:
                 self._executor = None

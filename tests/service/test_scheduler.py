@@ -39,14 +39,15 @@ class RecordingPool(WorkerPool):
         super().__init__("inline")
         self.log, self.lock, self.owner = log, lock, owner
 
-    def run(self, set_yaml, set_source, *args):
+    def run(self, job):
         started = time.monotonic()
         time.sleep(0.2)  # widen the window in which an overlap would show
         try:
-            return super().run(set_yaml, set_source, *args)
+            return super().run(job)
         finally:
             with self.lock:
-                self.log.append((set_source, self.owner, started, time.monotonic()))
+                self.log.append((job.scenario_set.source, self.owner, started,
+                                 time.monotonic()))
 
 
 def _setup(url: str) -> None:

@@ -1,4 +1,5 @@
-"""The fit worker process lives exactly as long as the process that started it."""
+"""The fit worker process lives exactly as long as the process that started it, takes fit
+jobs as objects and keeps their compiled models warm."""
 
 from __future__ import annotations
 
@@ -75,3 +76,34 @@ def test_worker_survives_the_end_of_the_thread_that_started_it():
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.slow
+def test_a_fit_job_crosses_into_the_worker_whose_second_fit_finds_the_model_compiled(tmp_path):
+    """The job is pickled as it is (set, evidence, settings, seed); the record comes back."""
+    import numpy as np
+
+    from forecast import FitRecord, FitSettings, GateSettings, SamplerSettings
+    from priors import parse_scenario_set
+    from service.worker import FitJob, WorkerPool
+    from tests.forecast.conftest import COUNTS_ONLY, make_evidence
+
+    scenario_set = parse_scenario_set(COUNTS_ONLY, source="counts-only.yaml")
+    shape = (8, len(scenario_set.indicators))
+    evidence = make_evidence(scenario_set, np.full(shape, 3.0), np.ones(shape))
+    settings = FitSettings(sampler=SamplerSettings(draws=300, tune=300, chains=2),
+                           gate=GateSettings(min_ess_bulk=100, max_rhat=1.05))
+    pool = WorkerPool("process")
+    try:
+        first = pool.run(FitJob(scenario_set, evidence, settings,
+                                artifact=str(tmp_path / "first.nc"), seed=5))
+        second = pool.run(FitJob(scenario_set, evidence, settings, seed=5))
+    finally:
+        pool.shutdown()
+    assert isinstance(first, FitRecord) and first.passed, first.diagnostics
+    assert first.timings.compile_s > 0 and second.timings.compile_s == 0.0  # warm
+    assert first.seed == second.seed == 5 and first.evidence_hash == evidence.hash()
+    assert first.artifact == str(tmp_path / "first.nc") and (tmp_path / "first.nc").exists()
+    assert second.artifact is None
+    assert [s.probability for s in first.scenarios] == [s.probability for s in second.scenarios]
+    assert FitRecord.from_dict(first.to_dict()) == first
