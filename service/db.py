@@ -91,12 +91,17 @@ class ObservationRow(AppendOnly, Base):
     weight: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(500), default="")
     url: Mapped[str] = mapped_column(String(2000), default="")
+    # the kind's stratum of the value (a level's index; 0 for other kinds): statistics are
+    # kept per stratum (`indicators.kinds`)
+    stratum: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (Index("ix_observations_indicator_month", "indicator", "month_index"),)
 
 
 class ObservationMonthRow(Base):
     """Sufficient statistics of the live observations of one indicator in one month.
+
+    One row per stratum: a kind with categories (a level) keeps one per category.
 
     Kept in the same transaction as every insert and retraction, so evidence reads at most
     indicators × months rows, whatever the number of observations.
@@ -106,6 +111,8 @@ class ObservationMonthRow(Base):
 
     indicator: Mapped[str] = mapped_column(String(100), primary_key=True)
     month_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stratum: Mapped[int] = mapped_column(Integer, primary_key=True, default=0,
+                                         server_default="0")
     n_obs: Mapped[int] = mapped_column(Integer)
     sum_w: Mapped[float] = mapped_column(Float)
     sum_wv: Mapped[float] = mapped_column(Float)

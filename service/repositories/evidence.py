@@ -109,36 +109,34 @@ def _aggregates(session, ids: list[str], cut: dt.date, months: int,
     period = (m.month_index // months) - first
     # Months before the one holding `cut`: the kept monthly statistics.
     complete = (
-        select(m.indicator, period.label("period"), func.sum(m.n_obs).label("n_obs"),
+        select(m.indicator, m.stratum, period.label("period"), func.sum(m.n_obs).label("n_obs"),
                func.sum(m.sum_w).label("sum_w"), func.sum(m.sum_wv).label("sum_wv"),
                func.sum(m.sum_wvv).label("sum_wvv"), func.max(m.max_w).label("max_w"))
         .where(m.indicator.in_(ids), m.month_index < last_month)
-        .group_by(m.indicator, period)
+        .group_by(m.indicator, m.stratum, period)
     )
-    # The month holding `cut`: one kept cell per indicator at most.
+    # The month holding `cut`: one kept cell per indicator and stratum at most.
     current = (
-        select(m.indicator, m.n_obs, m.sum_w, m.sum_wv, m.sum_wvv, m.max_w, m.max_date)
+        select(m.indicator, m.stratum, m.n_obs, m.sum_w, m.sum_wv, m.sum_wvv, m.max_w,
+               m.max_date)
         .where(m.indicator.in_(ids), m.month_index == last_month)
     )
     rows = [dict(r._mapping) for r in session.execute(complete)]
-    late = []
-    for r in session.execute(current):
-        cell = dict(r._mapping)
-        if cell.pop("max_date") > cut:
-            late.append(cell["indicator"])
-        else:
-            rows.append(cell | {"period": last_period})
+    cells = [dict(r._mapping) for r in session.execute(current)]
+    late = {cell["indicator"] for cell in cells if cell["max_date"] > cut}
+    rows += [{k: v for k, v in cell.items() if k != "max_date"} | {"period": last_period}
+             for cell in cells if cell["indicator"] not in late]
     if late:
         # cells holding rows after `cut`: their raw rows, cut at that day
         o = ObservationRow
         w, v = o.weight, o.value
         rows += [dict(r._mapping) | {"period": last_period} for r in session.execute(
-            select(o.indicator, func.count(o.id).label("n_obs"),
+            select(o.indicator, o.stratum, func.count(o.id).label("n_obs"),
                    func.sum(w).label("sum_w"), func.sum(w * v).label("sum_wv"),
                    func.sum(w * v * v).label("sum_wvv"), func.max(w).label("max_w"))
-            .where(o.indicator.in_(late), o.retracted_at.is_(None),
+            .where(o.indicator.in_(sorted(late)), o.retracted_at.is_(None),
                    o.month_index == last_month, o.date <= cut)
-            .group_by(o.indicator))]
+            .group_by(o.indicator, o.stratum))]
     return rows
 
 

@@ -10,11 +10,13 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import and_, delete, func, select, true
 from sqlalchemy.exc import IntegrityError
 
 from indicators import Catalog, InvalidObservation, Observation
 from indicators import validate_observation as _validate
+from indicators.kinds import get_kind
 from service.db import ObservationMonthRow, ObservationRow, mark_retracted
 from service.errors import BadRequest, Conflict
 from service.repositories.sets import get_catalog, get_set
@@ -74,13 +76,14 @@ def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
         The idempotency key was used for a different observation.
 
     """
-    obs = validate_observation(db, data=data)
+    catalog = get_catalog(db)
+    obs = validate_observation(db, data=data, catalog=catalog)
     if idempotency_key:
         existing = _by_key(db, idempotency_key)
         if existing is not None:
             return _replay(existing, obs)
     row = observation_row(db, observation=obs, analyst=analyst,
-                          idempotency_key=idempotency_key)
+                          idempotency_key=idempotency_key, catalog=catalog)
     try:
         with db.Session.begin() as session:
             session.add(row)
@@ -104,7 +107,9 @@ def add_observations(db: Database, *, observations: Iterable[Observation], analy
     """
     from service.reviews import add_review, validate_review
 
-    rows = [observation_row(db, observation=obs, analyst=analyst) for obs in observations]
+    catalog = get_catalog(db)
+    rows = [observation_row(db, observation=obs, analyst=analyst, catalog=catalog)
+            for obs in observations]
     if review is not None:
         validate_review(db, review)  # refused before anything is written
     stored = None
@@ -178,12 +183,19 @@ def retract_observation(db: Database, *, observation_id: int, reason: str,
 
 
 def observation_row(db: Database, *, observation: Observation, analyst: str = "",
-                    idempotency_key: str | None = None) -> ObservationRow:
-    """A new (unsaved) row for a validated observation: its grade's weight, today's clock."""
+                    idempotency_key: str | None = None,
+                    catalog: Catalog | None = None) -> ObservationRow:
+    """A new (unsaved) row for a validated observation.
+
+    With its grade's weight, its kind's stratum (`indicators.kinds`) and today's clock.
+    """
     obs, key = observation, idempotency_key
     grade = obs.grade or db.grades.default
+    indicator = (catalog or get_catalog(db)).get(obs.indicator)
+    stratum = 0 if indicator is None else int(
+        get_kind(indicator.kind).strata(indicator, np.array([float(obs.value)]))[0])
     return ObservationRow(
-        indicator=obs.indicator, date=obs.date, month_index=month_index(obs.date),
+        stratum=stratum, indicator=obs.indicator, date=obs.date, month_index=month_index(obs.date),
         value=float(obs.value), grade=grade, weight=db.grades.weight(grade),
         source=obs.source, url=obs.url, note=obs.note,
         analyst=analyst or obs.analyst, created_at=db.clock(), idempotency_key=key,
@@ -208,9 +220,9 @@ def _replay(existing: ObservationRow, obs: Observation) -> tuple[ObservationRow,
 
 def add_to_months(session, *, rows: list[ObservationRow]) -> None:
     """Add rows to the monthly sufficient statistics (atomic upserts, same transaction)."""
-    cells: dict[tuple[str, int], list[Any]] = {}
+    cells: dict[tuple[str, int, int], list[Any]] = {}
     for r in rows:
-        cell = cells.setdefault((r.indicator, r.month_index),
+        cell = cells.setdefault((r.indicator, r.month_index, r.stratum or 0),
                                 [0, 0.0, 0.0, 0.0, 0.0, r.date])
         w, v = r.weight, r.value
         cell[0] += 1
@@ -230,13 +242,13 @@ def add_to_months(session, *, rows: list[ObservationRow]) -> None:
         from sqlalchemy.dialects.sqlite import insert
         # SQLite's two-argument max() is the scalar maximum (of ISO date strings too)
         larger = func.max
-    values = [{"indicator": i, "month_index": m, "n_obs": c[0], "sum_w": c[1],
+    values = [{"indicator": i, "month_index": m, "stratum": k, "n_obs": c[0], "sum_w": c[1],
                "sum_wv": c[2], "sum_wvv": c[3], "max_w": c[4], "max_date": c[5]}
-              for (i, m), c in sorted(cells.items())]  # sorted: one lock order
+              for (i, m, k), c in sorted(cells.items())]  # sorted: one lock order
     statement = insert(table)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
-        index_elements=[table.c.indicator, table.c.month_index],
+        index_elements=[table.c.indicator, table.c.month_index, table.c.stratum],
         set_={"n_obs": table.c.n_obs + excluded.n_obs,
               "sum_w": table.c.sum_w + excluded.sum_w,
               "sum_wv": table.c.sum_wv + excluded.sum_wv,
@@ -254,16 +266,17 @@ def recount_month(session, *, indicator: str, month: int) -> None:
         ObservationMonthRow.indicator == indicator,
         ObservationMonthRow.month_index == month).with_for_update())
     w, v = ObservationRow.weight, ObservationRow.value
-    stats = session.execute(
-        select(func.count(ObservationRow.id), func.sum(w), func.sum(w * v),
-               func.sum(w * v * v), func.max(w), func.max(ObservationRow.date))
+    strata = session.execute(
+        select(ObservationRow.stratum, func.count(ObservationRow.id), func.sum(w),
+               func.sum(w * v), func.sum(w * v * v), func.max(w), func.max(ObservationRow.date))
         .where(ObservationRow.indicator == indicator, ObservationRow.month_index == month,
-               ObservationRow.retracted_at.is_(None))).one()
+               ObservationRow.retracted_at.is_(None))
+        .group_by(ObservationRow.stratum)).all()
     session.execute(delete(ObservationMonthRow).where(
         ObservationMonthRow.indicator == indicator,
         ObservationMonthRow.month_index == month))
-    if stats[0]:
+    for stratum, n_obs, sum_w, sum_wv, sum_wvv, max_w, max_date in strata:
         session.add(ObservationMonthRow(indicator=indicator, month_index=month,
-                                        n_obs=stats[0], sum_w=stats[1], sum_wv=stats[2],
-                                        sum_wvv=stats[3], max_w=stats[4],
-                                        max_date=stats[5]))
+                                        stratum=stratum, n_obs=n_obs, sum_w=sum_w,
+                                        sum_wv=sum_wv, sum_wvv=sum_wvv, max_w=max_w,
+                                        max_date=max_date))

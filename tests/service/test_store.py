@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from alembic import command
-from sqlalchemy import event, inspect, text
+from sqlalchemy import column as sql_column
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy import table as sql_table
 
 import indicators
 from forecast import set_evidence
 from indicators import Review, read_observations_csv
 from service import migrate
-from service.db import Database, ObservationMonthRow
+from service.db import Database, ObservationMonthRow, ObservationRow
 from service.errors import BadRequest, Conflict, NotFound
 from service.repositories.evidence import evidence_of
 from service.repositories.fits import acquire_lease, get_lease, release_lease, renew_lease
@@ -201,7 +203,7 @@ def _raw_reads(store):
 
 def _max_date(store, indicator, day):
     with store.Session() as session:
-        cell = session.get(ObservationMonthRow, (indicator, month_index(day)))
+        cell = session.get(ObservationMonthRow, (indicator, month_index(day), 0))
         return None if cell is None else cell.max_date
 
 
@@ -280,6 +282,16 @@ def _migrate_to(store, revision, down=False):
         (command.downgrade if down else command.upgrade)(config, revision)
 
 
+def _insert_legacy(store, rows):
+    """Insert observation rows as a database before 0005 holds them (no stratum column)."""
+    columns = [c.name for c in ObservationRow.__table__.columns if c.name not in ("id",
+                                                                                  "stratum")]
+    types = ObservationRow.__table__.c
+    legacy = sql_table("observations", *(sql_column(c, types[c].type) for c in columns))
+    with store.engine.begin() as connection:
+        connection.execute(legacy.insert(), [{c: getattr(r, c) for c in columns} for r in rows])
+
+
 def _month_columns(store):
     return {c["name"] for c in inspect(store.engine).get_columns("observation_months")}
 
@@ -292,9 +304,8 @@ def test_migration_0003_backfills_max_date_from_live_rows(db_url):
     retracted = observation_row(store, observation=validate_observation(
         store, data={"indicator": "joint_patrol", "date": "2025-11-28"}))
     retracted.retracted_at, retracted.retraction_reason = clock(), "wrong"
-    with store.Session.begin() as session:  # rows stored before the monthly statistics
-        session.add_all([observation_row(store, observation=obs) for obs in observations]
-                        + [retracted])
+    _insert_legacy(store, [observation_row(store, observation=obs) for obs in observations]
+                   + [retracted])  # rows stored before the monthly statistics
     _migrate_to(store, "0002")  # 0002 backfills the monthly statistics
     assert migrate.current_revision(store.engine) == "0002"
     assert "max_date" not in _month_columns(store)
@@ -318,6 +329,46 @@ def test_migration_0003_backfills_max_date_from_live_rows(db_url):
     with store.engine.connect() as connection:
         kept = connection.execute(text("SELECT SUM(n_obs) FROM observation_months")).scalar()
     assert kept == len(NOVEMBER)
+    store.dispose()
+
+
+def test_migration_0005_keeps_todays_cells_as_stratum_0_and_levels_get_their_own(db_url):
+    """A database of today (0004, with observations and their monthly statistics) migrates to
+    strata with its evidence unchanged; a level's observations then get one cell per level."""
+    clock = Clock()
+    store = Database(db_url, clock=clock, today=TODAY)
+    _migrate_to(store, "0004")
+    load_bundled_sets(store)
+    observations = [validate_observation(store, data=data) for data in NOVEMBER]
+    legacy = [observation_row(store, observation=obs) for obs in observations]
+    _insert_legacy(store, legacy)
+    with store.engine.begin() as connection:  # the monthly cells 0004 kept for them
+        connection.execute(text(
+            "INSERT INTO observation_months (indicator, month_index, n_obs, sum_w, sum_wv, "
+            "sum_wvv, max_w, max_date) SELECT indicator, month_index, COUNT(*), SUM(weight), "
+            "SUM(weight * value), SUM(weight * value * value), MAX(weight), MAX(date) "
+            "FROM observations GROUP BY indicator, month_index"))
+    store.migrate()
+    assert store.migrations_current() and "stratum" in _month_columns(store)
+    convergence = get_set(store, set_id="sino-russian-convergence")
+    for as_of in NOVEMBER_AS_OF:  # the kept cells give the evidence of the rows themselves
+        _assert_evidence_equal(evidence_of(store, scenario_set=convergence, as_of=as_of),
+                               set_evidence(convergence, observations, as_of,
+                                            grades=store.grades, reviews=[]))
+    # a level observation now keeps its own cell per level
+    world = get_set(store, set_id="world-order-2035")
+    for value, grade in (("partly_lifted", "A1"), ("in_place", "B2"), ("partly_lifted", "C3")):
+        add_observation(store, data={"indicator": "sanctions_on_russia", "date": "2025-11-10",
+                                     "value": value, "grade": grade})
+    with store.Session() as session:
+        cells = session.scalars(select(ObservationMonthRow).where(
+            ObservationMonthRow.indicator == "sanctions_on_russia")).all()
+    assert sorted((c.stratum, c.n_obs) for c in cells) == [(0, 1), (1, 2)]
+    evidence = evidence_of(store, scenario_set=world, as_of=TODAY)
+    col = evidence.column("sanctions_on_russia")
+    weights = store.grades.weight
+    np.testing.assert_allclose(evidence.tallies[:, col].sum(axis=0),
+                               [weights("B2"), weights("A1") + weights("C3"), 0.0])
     store.dispose()
 
 
