@@ -303,10 +303,11 @@ class ModelCache:
             if not dynamic:  # the static path's filtered history (dynamic fits filter per draw)
                 counts, exposure, sumsq = (pytensor.tensor.matrix(n) for n in
                                            ("counts", "exposure", "sumsq"))
+                tallies = pytensor.tensor.tensor3("tallies")
                 emission_fn = pytensor.function(
-                    [counts, exposure, sumsq],
-                    log_emission(scenario_set, counts, exposure, sumsq),
-                    on_unused_input="ignore",  # sumsq is unused when a set has no signal
+                    [counts, exposure, sumsq, tallies],
+                    log_emission(scenario_set, counts, exposure, sumsq, tallies),
+                    on_unused_input="ignore",  # sumsq, tallies: unused without a signal, level
                 )
             model = build_model(scenario_set, evidence, dynamic=dynamic)
             nutpie_model = compile_pymc_model(model)  # nutpie's, with cacheable callbacks
@@ -1234,7 +1235,8 @@ def _nuts_estimate(run: _Run, compiled: _Compiled, datatree: Any) -> _Outcome:
         probability = adjusted.mean(axis=0)
         diagnostics, mcse = diagnose(datatree, run.gate, mcse=mcse_of(adjusted, n_chains))
     else:
-        emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq)
+        emissions = compiled.emission_fn(arrays.counts, arrays.exposure, arrays.sumsq,
+                                         arrays.tallies)
         path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
         alpha = posterior[PROBABILITY].values.reshape(-1, k)
         transitions = np.broadcast_to(np.eye(k), (alpha.shape[0], k, k))
