@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from forecast import FitRecord
+from indicators.kinds import get_kind
 from priors import ScenarioSet
 from service.db import Database, FitRow, aware
 from service.repositories.fits import get_fit, latest_published_id
@@ -46,7 +47,8 @@ def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
             "name": spec.indicator.name,
             "unit": spec.indicator.unit,
             "noise_sd": spec.noise_sd,
-            "expectations": {k: {"mean": float(spec.mean[i]), "sd": float(spec.sd[i])}
+            **({"levels": list(spec.indicator.levels)} if spec.indicator.levels else {}),
+            "expectations": {k: get_kind(spec.kind).expectation_dict(spec, i)
                              for i, k in enumerate(scenario_ids)},
         })
     dynamics = scenario_set.dynamics

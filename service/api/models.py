@@ -129,6 +129,8 @@ class IndicatorDetail(Public):
     name: str
     unit: str | None
     noise_sd: float | None
+    levels: list[str] | None = Field(default=None, description="a level indicator's levels, "
+                                     "in order (its observations' values)")
     expectations: dict[str, dict[str, Any]]
 
 
