@@ -28,6 +28,7 @@ EXPECTED_KINDS = {
     "basing_rights": "milestone",
     "nuclear_umbrella": "milestone",
     "dual_use_trade_growth": "signal",
+    "sanctions_on_russia": "level",
 }
 
 
@@ -82,11 +83,15 @@ def test_signal_entry(catalog):
 
 
 def test_catalog_is_a_read_only_mapping(catalog):
-    assert len(catalog) == 16
+    assert len(catalog) == 17
     assert "joint_patrol" in catalog
     assert "nope" not in catalog
     assert catalog.ids[0] == "joint_exercise"
     assert [ind.id for ind in catalog.of_kind("signal")] == ["dual_use_trade_growth"]
+    level = catalog["sanctions_on_russia"]
+    assert [ind.id for ind in catalog.of_kind("level")] == ["sanctions_on_russia"]
+    assert level.levels == ("in_place", "partly_lifted", "fully_lifted")
+    assert level.to_dict()["levels"] == list(level.levels)
     with pytest.raises(KeyError):
         catalog["nope"]
     assert catalog.get("nope") is None
