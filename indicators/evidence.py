@@ -546,7 +546,8 @@ def aggregate_observations(
     """
     specs = _indicator_list(indicators)
     ids = np.array([spec.id for spec in specs], dtype=object)
-    is_milestone = np.array([spec.kind == "milestone" for spec in specs], dtype=bool)
+    # kinds whose observations before the window still say something (a milestone reached)
+    early = np.array([get_kind(spec.kind).reads_before_window for spec in specs], dtype=bool)
     frame = _observation_frame(observations)
     empty = pd.DataFrame(
         {
@@ -568,7 +569,7 @@ def aggregate_observations(
     if row_cuts is not None:
         keep &= ~np.isnat(row_cuts) & (days <= row_cuts)
     in_grid = (offsets >= 0) & (offsets < len(grid))
-    keep &= in_grid | (is_milestone[np.maximum(column, 0)] & (offsets < 0))
+    keep &= in_grid | (early[np.maximum(column, 0)] & (offsets < 0))
 
     positions = np.flatnonzero(keep)
     column, offsets = column[keep], offsets[keep]

@@ -511,9 +511,9 @@ def _resolve_indicator(indicator_id: str, meta: dict[str, Any], catalog: Catalog
                    + f" (kinds: {', '.join(KINDS)})")
         return None
     noise_sd = meta.get("noise_sd")
-    if kind == "signal" and not (isinstance(noise_sd, (int, float)) and noise_sd > 0):
-        errors.add(path + ("noise_sd",),
-                   f"a signal needs a known noise_sd > 0 (got {noise_sd!r})")
+    problem = get_kind(kind).check_indicator_block(None, meta)
+    if problem:
+        errors.add(path + ("noise_sd",), problem)
         return None
     try:
         return Indicator(

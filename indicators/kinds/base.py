@@ -108,6 +108,9 @@ class Kind:
     example: ClassVar[str]
     #: what a period without observations means: True when it is evidence (nothing happened)
     quiet_is_evidence: ClassVar[bool] = True
+    #: whether observations dated before the grid's first period still count (a milestone
+    #: reached before the window: its column is then all zero)
+    reads_before_window: ClassVar[bool] = False
     #: position in the registry (the order of the model's parameters and of their draws)
     rank: ClassVar[int]
 
@@ -185,7 +188,10 @@ class Kind:
         return {"mean": float(spec.mean[k]), "sd": float(spec.sd[k])}
 
     def check_indicator_block(self, indicator: Any, meta: dict[str, Any]) -> str | None:
-        """A problem with the set-level keys of this indicator's block, or None."""
+        """A problem with the set-level keys of this indicator's block, or None.
+
+        ``indicator`` is the catalog's entry, or None for one the set defines inline.
+        """
         return None
 
     # -- math -------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Milestone(Kind):
     distribution = "Beta"
     expectation = MilestoneExpectation
     example = "{hazard: 0.02, sd: 0.02}"
+    reads_before_window = True
 
     def parse_value(self, indicator, raw):  # noqa: D102
         value = 1.0 if raw is None else number(raw)

@@ -79,7 +79,7 @@ class Signal(Kind):
         return {"noise_sd": float(indicator.noise_sd)}
 
     def check_indicator_block(self, indicator, meta):  # noqa: D102
-        noise_sd = meta.get("noise_sd", indicator.noise_sd)
+        noise_sd = meta.get("noise_sd", None if indicator is None else indicator.noise_sd)
         if not (isinstance(noise_sd, (int, float)) and noise_sd > 0):
             return f"a signal needs a known noise_sd > 0 (got {noise_sd!r})"
         return None

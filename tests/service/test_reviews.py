@@ -41,6 +41,7 @@ TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"
 CONVERGENCE = "sino-russian-convergence"
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
+SAMPLE_ROWS = len(SAMPLE.read_text(encoding="utf-8").splitlines()) - 1  # without the header
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def test_an_import_and_its_review_are_stored_together_or_not_at_all(store):
                                      review={"indicators": sorted({o.indicator
                                                                    for o in observations}),
                                              "through": "2025-12-31"})
-    assert count == 96 and review["through"] == "2025-12-31"
+    assert count == len(observations) == SAMPLE_ROWS and review["through"] == "2025-12-31"
 
 
 # -- the API ------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def test_cli_import_with_its_review_date_is_all_or_nothing(cli, tmp_path):  # no
     with Database(Settings().url, today=TODAY) as store:
         assert count_observations(store) == 0
     done = run(cli, "import", str(SAMPLE), "--reviewed-through", "2025-12-31")
-    assert "imported 96 observations" in done.stdout
+    assert f"imported {SAMPLE_ROWS} observations" in done.stdout
     assert "reviewed through 2025-12-31" in done.stdout
     with Database(Settings().url, today=TODAY) as store:
         coverage = coverage_of(store, scenario_set=get_set(store, set_id=CONVERGENCE))
