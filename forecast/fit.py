@@ -759,7 +759,6 @@ def _weights(log_c: np.ndarray) -> tuple[np.ndarray, float | None]:
 class _PathDraws:
     """(A, θ) draws given paths, with what each draw's filter gives."""
 
-    paths: np.ndarray
     transitions: np.ndarray
     theta: dict[str, np.ndarray]
     emissions: np.ndarray
@@ -768,7 +767,7 @@ class _PathDraws:
     alpha: np.ndarray
 
     def take(self, index: np.ndarray) -> _PathDraws:
-        return _PathDraws(self.paths[index], self.transitions[index],
+        return _PathDraws(self.transitions[index],
                           {name: v[index] for name, v in self.theta.items()},
                           self.emissions[index], self.filtered[index], self.loglik[index],
                           self.alpha[index])
@@ -783,7 +782,7 @@ def _path_draws(scenario_set: ScenarioSet, arrays: EvidenceArrays, exact: _Exact
                       tallies=arrays.tallies))
     filtered, loglik = filter_draws(transitions, emissions,
                                     np.asarray(scenario_set.prior, dtype=float))
-    return _PathDraws(paths, transitions, theta, emissions, filtered, loglik,
+    return _PathDraws(transitions, theta, emissions, filtered, loglik,
                       _nowcast(scenario_set, transitions, filtered))
 
 

@@ -151,13 +151,10 @@ def avoiding_filter(start_alpha, transitions, log_emission, start, keep, survive
     -------
     q : (S, K) ndarray
         Un-normalised probabilities of the last period's state jointly with "no event".
-    alpha : (S, K) ndarray
-        The filter at the last period (a check: equal to the plain filter's).
 
     """
     n_draws, n_periods, k = log_emission.shape
     q_out = np.empty((n_draws, k))
-    a_out = np.empty((n_draws, k))
     q = np.empty(k)
     a = np.empty(k)
     q_next = np.empty(k)
@@ -186,8 +183,7 @@ def avoiding_filter(start_alpha, transitions, log_emission, start, keep, survive
                 q[j] = q_next[j] / total * keep[j] * survive[s, t, j]
         for j in range(k):
             q_out[s, j] = q[j]
-            a_out[s, j] = a[j]
-    return q_out, a_out
+    return q_out
 
 
 def _gap_start(draws: Draws, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,8 +219,8 @@ def first_passage_since(draws: Draws, targets: Sequence[int], steps: int,
     keep[list(targets)] = 0.0
     start_alpha, transition, emission = _gap_start(draws, start)
     survive = np.ones((1, emission.shape[1], k))
-    q, _ = avoiding_filter(start_alpha, transition, emission, start, keep,
-                           np.broadcast_to(survive, emission.shape))
+    q = avoiding_filter(start_alpha, transition, emission, start, keep,
+                        np.broadcast_to(survive, emission.shape))
     out = np.empty((q.shape[0], steps + 1))
     out[:, 0] = 1.0 - q.sum(axis=1)
     for h in range(1, steps + 1):
@@ -264,10 +260,9 @@ def milestone_occurrence(draws: Draws, hazard: np.ndarray, steps: int,
         start = int(np.flatnonzero(unobserved > 0)[0])
         start_alpha, transition, emission = _gap_start(draws, start)
         decay = (1.0 - hazard)[:, None, :] ** np.asarray(unobserved, dtype=float)[None, :, None]
-        survive, _ = avoiding_filter(start_alpha, transition, emission, start,
-                                     np.ones(hazard.shape[1]),
-                                     np.ascontiguousarray(np.broadcast_to(
-                                         decay, emission.shape)))
+        survive = avoiding_filter(start_alpha, transition, emission, start,
+                                  np.ones(hazard.shape[1]),
+                                  np.ascontiguousarray(np.broadcast_to(decay, emission.shape)))
         out[:, 0] = 1.0 - survive.sum(axis=1)
     for h in range(1, steps + 1):
         survive = np.einsum("si,sij->sj", survive, draws.transition) * (1.0 - hazard)

@@ -397,7 +397,9 @@ class ObservationCreate(BaseModel):
     indicator: str = Field(description="an indicator id from the catalog",
                            examples=["joint_exercise"])
     date: str = Field(description="when it happened, YYYY-MM-DD", examples=["2025-09-01"])
-    value: float = Field(1.0, description="events (count), 1 (milestone) or the measurement")
+    value: float | str = Field(1.0, description="events (count), 1 (milestone), the "
+                               "measurement (signal), or a level's name or 0-based index "
+                               "(level; stored as the index)")
     grade: str | None = Field(None, description="Admiralty grade A1–F6; default B2",
                               examples=["B2"])
     source: str = ""
