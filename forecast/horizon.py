@@ -377,16 +377,7 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior,
         payload gives one number for "now"; "by" is kept at least "at".
 
     """
-    last = scenario_set.end
-    if last is None:
-        anchor = (evidence.grid.starts[-1] if evidence.n_periods
-                  else period_floor(scenario_set.period, scenario_set.start))
-        last = add_months(anchor, evidence.grid.months_per_period * MAX_OPEN_HORIZON)
-    grid = make_grid(scenario_set.period, scenario_set.start, last)
-    current = max(evidence.n_periods - 1, 0)
-    labels = list(grid.labels[current:]) or [grid.labels[-1]]
-    starts = list(grid.starts[current:]) or [grid.starts[-1]]
-    steps = len(labels) - 1
+    labels, starts, steps = _horizon(scenario_set, evidence)
     ids = list(scenario_set.scenario_ids)
 
     since = _complete_period(evidence)
@@ -413,6 +404,44 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior,
                                           float(mcse_of(cdf_draws[:, -1:], draws.n_chains)[0]))
         deeper[ladder[position]]["scenarios"] = ladder[position:]
 
+    milestones = _milestone_outlook(scenario_set, evidence, arrays, draws, posterior,
+                                    (labels, starts, steps))
+    evidence_totals = {
+        spec.id: {"kind": spec.kind, "weighted": float(arrays.counts[:, j].sum()),
+                  "exposure": float(arrays.exposure[:, j].sum())}
+        for j, spec in enumerate(scenario_set.indicators)
+    }
+    return {
+        "scenarios": ids,
+        "horizon": {"periods": labels, "starts": [d.isoformat() for d in starts],
+                    "at": at.tolist(), "at_mcse": at_mcse.tolist(),
+                    "by": by.tolist(), "by_mcse": by_mcse.tolist()},
+        "reach": reach,
+        "reach_or_deeper": deeper,
+        "milestones": milestones,
+        "evidence": evidence_totals,
+    }
+
+
+def _horizon(scenario_set, evidence) -> tuple[list[str], list[date], int]:
+    """The forecast's periods: labels and starts from the current one to the set's last."""
+    last = scenario_set.end
+    if last is None:
+        anchor = (evidence.grid.starts[-1] if evidence.n_periods
+                  else period_floor(scenario_set.period, scenario_set.start))
+        last = add_months(anchor, evidence.grid.months_per_period * MAX_OPEN_HORIZON)
+    grid = make_grid(scenario_set.period, scenario_set.start, last)
+    current = max(evidence.n_periods - 1, 0)
+    labels = list(grid.labels[current:]) or [grid.labels[-1]]
+    starts = list(grid.starts[current:]) or [grid.starts[-1]]
+    return labels, starts, len(labels) - 1
+
+
+def _milestone_outlook(scenario_set, evidence, arrays, draws: Draws, posterior,
+                       horizon: tuple[list[str], list[date], int]) -> dict:
+    """Per milestone: where it occurred, or the timing of its first occurrence."""
+    labels, starts, steps = horizon
+    ids = scenario_set.scenario_ids
     milestones = {}
     for j, spec in enumerate(scenario_set.indicators):
         if spec.kind != "milestone":
@@ -439,18 +468,4 @@ def outlook_summary(scenario_set, evidence, arrays, draws: Draws, posterior,
             cdf_draws.mean(axis=0), labels, starts,
             float(mcse_of(cdf_draws[:, -1:], draws.n_chains)[0]))}
 
-    evidence_totals = {
-        spec.id: {"kind": spec.kind, "weighted": float(arrays.counts[:, j].sum()),
-                  "exposure": float(arrays.exposure[:, j].sum())}
-        for j, spec in enumerate(scenario_set.indicators)
-    }
-    return {
-        "scenarios": ids,
-        "horizon": {"periods": labels, "starts": [d.isoformat() for d in starts],
-                    "at": at.tolist(), "at_mcse": at_mcse.tolist(),
-                    "by": by.tolist(), "by_mcse": by_mcse.tolist()},
-        "reach": reach,
-        "reach_or_deeper": deeper,
-        "milestones": milestones,
-        "evidence": evidence_totals,
-    }
+    return milestones
