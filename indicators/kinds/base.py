@@ -242,6 +242,14 @@ class Kind:
         """(S, J_kind, K[, L]) draws of θ given per-draw pooled statistics (S, J_kind, K[, L])."""
         raise NotImplementedError
 
+    def path_statistics(self, spec: Any, n, e, q, c) -> np.ndarray:
+        """(T, F) the columns the path estimator pools (default: n and e)."""
+        return np.stack([n, e], axis=1)
+
+    def path_parameters(self, spec: Any) -> np.ndarray:
+        """(K, P) what the kind's jitted ``path_marginal`` reads (default: α, β)."""
+        return np.stack([spec.alpha, spec.beta], axis=1)
+
     def summarise(self, spec: Any, draws: np.ndarray, scenarios: Sequence[str]) -> dict:
         """Posterior mean of one indicator's parameter per scenario, for the fit record."""
         means = draws.mean(axis=0)

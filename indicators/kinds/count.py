@@ -99,14 +99,6 @@ class Count(Kind):
     def predictive(self, spec, theta, exposure, rng):  # noqa: D102
         return rng.poisson(theta * exposure).astype(float)
 
-    def path_statistics(self, spec, n, e, q, c):
-        """(T, F) columns the path estimator pools: n and e."""
-        return np.stack([n, e], axis=1)
-
-    def path_parameters(self, spec):
-        """(K, P) parameters the path estimator's jitted marginal reads: α, β."""
-        return np.stack([spec.alpha, spec.beta], axis=1)
-
 
 @numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):

@@ -142,14 +142,6 @@ class Milestone(Kind):
     def predictive(self, spec, theta, exposure, rng):  # noqa: D102
         return (rng.random(theta.shape) < 1.0 - (1.0 - theta) ** exposure).astype(float)
 
-    def path_statistics(self, spec, n, e, q, c):
-        """(T, F) columns the path estimator pools: n and e."""
-        return np.stack([n, e], axis=1)
-
-    def path_parameters(self, spec):
-        """(K, P): a, b."""
-        return np.stack([spec.alpha, spec.beta], axis=1)
-
 
 @numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):
