@@ -25,12 +25,15 @@ every cache this process writes lives in a directory named for them under PyTens
 ``base_compiledir``: PyTensor's graphs in ``numba-ieee``, and Signpost's own kernels
 (``cache=True`` in `forecast.ops`, `forecast.paths`, …) in ``numba-ieee-kernels`` instead of
 ``__pycache__`` beside the source, where a checkout kept kernels compiled under other switches
-(seen: a checkout's cached kernels gave other chains of a seeded fit than a fresh clone's).
+(seen: a checkout's cached kernels gave other chains of a seeded fit than a fresh clone's),
+suffixed by a digest of the kernels' sources (a kernel calling an edited one in another file
+would otherwise be loaded stale).
 ``NUMBA_CACHE_DIR``, when set, still decides where the kernels go.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -50,7 +53,24 @@ if _pytensor_numba_cache.NUMBA_CACHE_PATH.name != CACHE_DIRECTORY:
     _pytensor_numba_cache.NUMBA_CACHE_PATH = (_pytensor_numba_cache.NUMBA_CACHE_PATH.parent
                                               / CACHE_DIRECTORY)
     _pytensor_numba_cache.NUMBA_CACHE_PATH.mkdir(parents=True, exist_ok=True)
+
+
+def _kernel_sources_digest() -> str:
+    """A digest of the files whose code the kernels compile: `forecast` and the kinds.
+
+    Numba invalidates a cached kernel when its own file changes, not when a kernel it calls
+    changes in another file (`forecast.paths` compiles each kind's ``path_marginal``): naming
+    the cache directory by every such file's bytes keeps no kernel past an edit of its callees.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), *(root.parent / "indicators" / "kinds").glob("*.py")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 # before `forecast`'s kernels are decorated: numba picks a function's cache locator then
 if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.core.config.CACHE_DIR = str(Path(pytensor.config.base_compiledir)
-                                      / f"{CACHE_DIRECTORY}-kernels")
+                                      / f"{CACHE_DIRECTORY}-kernels-{_kernel_sources_digest()}")

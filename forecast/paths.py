@@ -160,25 +160,35 @@ def _prefix(x):
     return out
 
 
+# Each kind's marginal of pooled statistics, written in its module as plain Python (`math` only)
+# and compiled here: after `forecast._numba` has set the switches and the kernel cache.
+_count_marginal = numba.njit(cache=True)(count.path_marginal)
+_milestone_marginal = numba.njit(cache=True)(milestone.path_marginal)
+_signal_marginal = numba.njit(cache=True)(signal.path_marginal)
+_level_marginal = numba.njit(cache=True)(level.path_marginal)
+JITTED_MARGINALS = {"count": _count_marginal, "milestone": _milestone_marginal,
+                    "signal": _signal_marginal, "level": _level_marginal}
+
+
 @numba.njit(cache=True)
 def _marginal(k, sums, codes, offsets, params):
     """Log marginal likelihood of pooled statistics under scenario k (all indicators).
 
     ``sums`` holds each indicator's pooled statistics at ``offsets`` (see `PathModel`). Numba
     cannot call through the Python registry, so this names each kind's jitted term once, by
-    its rank (`indicators.kinds`): a new kind adds one branch here.
+    its rank (`indicators.kinds`): a new kind adds one line above and one branch here.
     """
     out = 0.0
     for g in range(codes.shape[0]):
         start, stop = offsets[g], offsets[g + 1]
         if codes[g] == 0:
-            out += count.path_marginal(sums, start, stop, params[g, k])
+            out += _count_marginal(sums, start, stop, params[g, k])
         elif codes[g] == 1:
-            out += milestone.path_marginal(sums, start, stop, params[g, k])
+            out += _milestone_marginal(sums, start, stop, params[g, k])
         elif codes[g] == 2:
-            out += signal.path_marginal(sums, start, stop, params[g, k])
+            out += _signal_marginal(sums, start, stop, params[g, k])
         else:
-            out += level.path_marginal(sums, start, stop, params[g, k])
+            out += _level_marginal(sums, start, stop, params[g, k])
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -100,9 +99,8 @@ class Count(Kind):
         return rng.poisson(theta * exposure).astype(float)
 
 
-@numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):
-    """`Count.log_marginal` of pooled (n, e) at ``sums[start:]``, ``p`` = (α, β); jitted."""
+    """`Count.log_marginal` of pooled (n, e), ``p`` = (α, β); `forecast.paths` compiles it."""
     n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
     return a * math.log(b) - math.lgamma(a) + math.lgamma(a + n) - (a + n) * math.log(b + e)
 

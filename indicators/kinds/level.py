@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -241,9 +240,8 @@ class Level(Kind):
         return np.asarray(spec.alpha, dtype=float)
 
 
-@numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):
-    """`Level.log_marginal` of pooled tallies ``sums[start:stop]``, Dirichlet α = ``p``; jitted."""
+    """`Level.log_marginal` of pooled tallies, ``p`` = Dirichlet α; `forecast.paths` compiles it."""
     total_a = 0.0
     total_c = 0.0
     out = 0.0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from pydantic import Field
 from scipy import special
@@ -143,9 +142,8 @@ class Milestone(Kind):
         return (rng.random(theta.shape) < 1.0 - (1.0 - theta) ** exposure).astype(float)
 
 
-@numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):
-    """`Milestone.log_marginal` of pooled (n, e), parameters (a, b); jitted."""
+    """`Milestone.log_marginal` of pooled (n, e), ``p`` = (a, b); compiled by the paths."""
     n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
     return (math.lgamma(a + n) + math.lgamma(b + e - n) - math.lgamma(a + b + e)
             - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from pydantic import Field, field_validator
 
@@ -140,9 +139,8 @@ class Signal(Kind):
                         axis=1)
 
 
-@numba.njit(cache=True)
 def path_marginal(sums, start, stop, p):
-    """`Signal.log_marginal` of pooled (Σwy, Σw, Σwy²), parameters (m, s, σ²); jitted."""
+    """`Signal.log_marginal` of pooled (Σwy, Σw, Σwy²), ``p`` = (m, s, σ²); compiled."""
     n, e, q = sums[start], sums[start + 1], sums[start + 2]
     mean, sd, var = p[0], p[1], p[2]
     prior_prec = 1.0 / sd**2
