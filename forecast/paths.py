@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from forecast.model import EvidenceArrays, kind_groups, transition_rows
-from indicators.kinds import count, get_kind, level, milestone, signal
+from indicators.kinds import KINDS, count, get_kind, level, milestone, signal
 from priors import ScenarioSet
 
 __all__ = [
@@ -53,8 +53,9 @@ class PathModel:
 
     ``statistics`` (T, F) holds each indicator's pooled statistics side by side
     (`indicators.kinds.Kind.path_statistics`: a count's n and e, a signal's Σwy, Σw, Σwy², a
-    level's tallies), indicator g in columns ``offsets[g]:offsets[g + 1]``; ``codes`` (G,)
-    its kind's rank and ``params`` (G, K, P) its conjugate parameters
+    level's tallies), indicator g in columns ``offsets[g]:offsets[g + 1]``, the indicators
+    ordered by their kind's rank, those of rank r being ``by_rank[r]:by_rank[r + 1]``;
+    ``params`` (G, K, P) their conjugate parameters
     (`~indicators.kinds.Kind.path_parameters`, zero-padded), which the jitted `_marginal`
     reads. ``counts``, ``exposure``, ``tallies`` are the evidence columns the conjugate
     conditionals (`conditional_draws`) pool, ``groups`` the set's `kind_groups`.
@@ -65,7 +66,7 @@ class PathModel:
     conc: np.ndarray  # (K, K) Dirichlet concentration of each free row (0 outside its columns)
     free: np.ndarray  # (K,) bool: rows with a Dirichlet prior (others absorb)
     statistics: np.ndarray
-    codes: np.ndarray
+    by_rank: np.ndarray
     offsets: np.ndarray
     params: np.ndarray
     counts: np.ndarray
@@ -114,15 +115,20 @@ def path_model(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> PathModel:
         free[row] = True
     allowed = (conc > 0) & ~np.eye(k, dtype=bool)
 
-    columns, parameters, codes = [], [], []
-    for j, spec in enumerate(scenario_set.indicators):
+    columns, parameters = [], []
+    # ordered by kind rank (stable), so `_marginal` runs one loop per kind, without branches
+    order = sorted(range(len(scenario_set.indicators)),
+                   key=lambda j: get_kind(scenario_set.indicators[j].kind).rank)
+    for j in order:
+        spec = scenario_set.indicators[j]
         kind = get_kind(spec.kind)
         width = kind.n_strata(spec.indicator)
         tallies = arrays.tallies[:, j, :width] if width > 1 else None
         columns.append(kind.path_statistics(spec, arrays.counts[:, j], arrays.exposure[:, j],
                                             arrays.sumsq[:, j], tallies))
         parameters.append(kind.path_parameters(spec))
-        codes.append(kind.rank)
+    ranks = [get_kind(scenario_set.indicators[j].kind).rank for j in order]
+    by_rank = np.searchsorted(ranks, np.arange(len(KINDS) + 1)).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum([c.shape[1] for c in columns])]).astype(np.int64)
     params = np.zeros((len(parameters), k, max((x.shape[1] for x in parameters), default=0)))
     for g, x in enumerate(parameters):
@@ -133,7 +139,7 @@ def path_model(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> PathModel:
         free=free,
         statistics=np.ascontiguousarray(np.concatenate(columns, axis=1) if columns
                                         else np.zeros((t_len, 0))),
-        codes=np.array(codes, dtype=np.int64), offsets=offsets, params=params,
+        by_rank=by_rank, offsets=offsets, params=params,
         counts=arrays.counts, exposure=arrays.exposure, tallies=arrays.tallies,
         groups=tuple(kind_groups(scenario_set)))
 
@@ -171,29 +177,27 @@ JITTED_MARGINALS = {"count": _count_marginal, "milestone": _milestone_marginal,
 
 
 @numba.njit(cache=True)
-def _marginal(k, sums, codes, offsets, params):
+def _marginal(k, sums, by_rank, offsets, params):
     """Log marginal likelihood of pooled statistics under scenario k (all indicators).
 
     ``sums`` holds each indicator's pooled statistics at ``offsets`` (see `PathModel`). Numba
     cannot call through the Python registry, so this names each kind's jitted term once, by
-    its rank (`indicators.kinds`): a new kind adds one line above and one branch here.
+    its rank (`indicators.kinds`): a new kind adds one line above and one loop here.
     """
     out = 0.0
-    for g in range(codes.shape[0]):
-        start, stop = offsets[g], offsets[g + 1]
-        if codes[g] == 0:
-            out += _count_marginal(sums, start, stop, params[g, k])
-        elif codes[g] == 1:
-            out += _milestone_marginal(sums, start, stop, params[g, k])
-        elif codes[g] == 2:
-            out += _signal_marginal(sums, start, stop, params[g, k])
-        else:
-            out += _level_marginal(sums, start, stop, params[g, k])
+    for g in range(by_rank[0], by_rank[1]):
+        out += _count_marginal(sums, offsets[g], offsets[g + 1], params, g, k)
+    for g in range(by_rank[1], by_rank[2]):
+        out += _milestone_marginal(sums, offsets[g], offsets[g + 1], params, g, k)
+    for g in range(by_rank[2], by_rank[3]):
+        out += _signal_marginal(sums, offsets[g], offsets[g + 1], params, g, k)
+    for g in range(by_rank[3], by_rank[4]):
+        out += _level_marginal(sums, offsets[g], offsets[g + 1], params, g, k)
     return out
 
 
 @numba.njit(cache=True)
-def _interval_table(prefix, codes, offsets, params):
+def _interval_table(prefix, by_rank, offsets, params):
     """(K, T + 1, T + 1): the log marginal of periods [a, b) under each scenario."""
     k = params.shape[1]
     t_len = prefix.shape[0] - 1
@@ -204,13 +208,13 @@ def _interval_table(prefix, codes, offsets, params):
             for b in range(a + 1, t_len + 1):
                 for j in range(prefix.shape[1]):
                     sums[j] = prefix[b, j] - prefix[a, j]
-                table[s, a, b] = _marginal(s, sums, codes, offsets, params)
+                table[s, a, b] = _marginal(s, sums, by_rank, offsets, params)
     return table
 
 
 @numba.njit(cache=True)
 def _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_stay, lg_total,
-                 move_const, moves_out, free, codes, offsets, params, sums,
+                 move_const, moves_out, free, by_rank, offsets, params, sums,
                  stays, visits):
     """Log p(z, y) of the path through ``pattern`` with segment ends ``bounds``."""
     n_seg = pattern.shape[0]
@@ -243,7 +247,7 @@ def _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_
                     for j in range(sums.shape[0]):
                         sums[j] += prefix[end, j] - prefix[start, j]
                 start = end
-            w += _marginal(s, sums, codes, offsets, params)
+            w += _marginal(s, sums, by_rank, offsets, params)
     return w
 
 
@@ -274,7 +278,7 @@ def _scratch(n_seg, k, width):
 
 @numba.njit(parallel=True, cache=True)
 def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table, prefix,
-                  lg_stay, lg_total, free, codes, offsets, params):
+                  lg_stay, lg_total, free, by_rank, offsets, params):
     """Per pattern: (max log weight, Σ exp(w − max)) over its every boundary set."""
     n_pat, n_seg = patterns.shape
     k = log_prior.shape[0]
@@ -287,7 +291,7 @@ def _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior, table
         if n_seg - 1 <= t_len - 1:
             while True:
                 w = _path_weight(patterns[p], bounds, t_len, log_prior, table, repeated[p],
-                                 prefix, lg_stay, lg_total, consts[p], moves_out[p], free, codes,
+                                 prefix, lg_stay, lg_total, consts[p], moves_out[p], free, by_rank,
                                  offsets, params, sums, stays, visits)
                 if w > best:
                     total = total * math.exp(best - w) + 1.0 if best > -np.inf else 1.0
@@ -313,7 +317,7 @@ def _has_successor(bounds, t_len):
 
 @numba.njit(cache=True)
 def _pick(pattern, targets, log_scale, const, moves_out, repeated, t_len, log_prior, table,
-          prefix, lg_stay, lg_total, free, codes, offsets, params, out, row):
+          prefix, lg_stay, lg_total, free, by_rank, offsets, params, out, row):
     """Write the paths of one pattern at which its cumulative mass passes each target.
 
     The paths are walked in enumeration order; ``targets`` are sorted shares in [0, 1).
@@ -325,7 +329,7 @@ def _pick(pattern, targets, log_scale, const, moves_out, repeated, t_len, log_pr
     picked = 0
     while True:
         w = _path_weight(pattern, bounds, t_len, log_prior, table, repeated, prefix, lg_stay,
-                         lg_total, const, moves_out, free, codes, offsets, params,
+                         lg_total, const, moves_out, free, by_rank, offsets, params,
                          sums, stays, visits)
         cumulative += math.exp(w - log_scale)
         more = n_seg > 1 and _has_successor(bounds, t_len)
@@ -390,7 +394,7 @@ def _tables(model: PathModel, max_segments: int):
     """Everything `_path_weight` reads, precomputed."""
     t_len, k = model.n_periods, model.n_states
     prefix = _prefix(model.statistics)
-    table = _interval_table(prefix, model.codes, model.offsets, model.params)
+    table = _interval_table(prefix, model.by_rank, model.offsets, model.params)
     lg_stay = np.zeros((k, t_len + 1))
     lg_total = np.zeros((k, t_len + max_segments + 1))
     n = np.arange(t_len + 1, dtype=float)
@@ -451,7 +455,7 @@ def enumerate_paths(model: PathModel, max_segments: int) -> PathSums:
             continue
         consts, moves_out, repeated = _pattern_constants(model, patterns)
         best, total = _block_masses(patterns, consts, moves_out, repeated, t_len, log_prior,
-                                    table, prefix, lg_stay, lg_total, model.free, model.codes,
+                                    table, prefix, lg_stay, lg_total, model.free, model.by_rank,
                                     model.offsets, model.params)
         with np.errstate(divide="ignore"):
             masses.append(best + np.log(total))
@@ -487,7 +491,7 @@ def sample_paths(model: PathModel, sums: PathSums, n: int, rng: np.random.Genera
         inside = (targets[which == b] - edges[b]) / mass[b]
         row = _pick(patterns[p], np.ascontiguousarray(inside), sums.log_mass[s][p], consts[0],
                     moves_out[0], repeated[0], model.n_periods, log_prior, table, prefix,
-                    lg_stay, lg_total, model.free, model.codes, model.offsets, model.params,
+                    lg_stay, lg_total, model.free, model.by_rank, model.offsets, model.params,
                     out, row)
     return out
 
@@ -610,7 +614,7 @@ def all_paths(model: PathModel) -> tuple[np.ndarray, np.ndarray]:
         consts, moves_out, repeated = _pattern_constants(model, pattern[None, :])
         w = _path_weight(pattern, change.astype(np.int64), t_len, log_prior, table,
                          repeated[0], prefix, lg_stay, lg_total, consts[0], moves_out[0],
-                         model.free, model.codes, model.offsets, model.params,
+                         model.free, model.by_rank, model.offsets, model.params,
                          np.empty(prefix.shape[1]),
                          np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64))
         paths.append(path)
@@ -623,7 +627,7 @@ def all_paths(model: PathModel) -> tuple[np.ndarray, np.ndarray]:
 
 @numba.njit(cache=True)
 def score_paths(paths, log_prior, conc, free, allowed, table, prefix, lg_stay, lg_total,
-                codes, offsets, params):
+                by_rank, offsets, params):
     """Log p(z, y) of any paths (the same units as `enumerate_paths`), and their segments.
 
     A path that makes a move the set forbids, or starts where the prior is 0, scores −inf.
@@ -697,7 +701,7 @@ def score_paths(paths, log_prior, conc, free, allowed, table, prefix, lg_stay, l
                     t = end
                 else:
                     t += 1
-            w += _marginal(s, sums, codes, offsets, params)
+            w += _marginal(s, sums, by_rank, offsets, params)
         out[i] = w
     return out, segments
 
@@ -770,6 +774,6 @@ def scorer(model: PathModel):
     def score(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return score_paths(np.ascontiguousarray(paths, dtype=np.int64), log_prior, model.conc,
                            model.free, model.allowed, table, prefix, lg_stay, lg_total,
-                           model.codes, model.offsets, model.params)
+                           model.by_rank, model.offsets, model.params)
 
     return score

@@ -99,9 +99,9 @@ class Count(Kind):
         return rng.poisson(theta * exposure).astype(float)
 
 
-def path_marginal(sums, start, stop, p):
+def path_marginal(sums, start, stop, params, g, k):
     """`Count.log_marginal` of pooled (n, e), ``p`` = (α, β); `forecast.paths` compiles it."""
-    n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
+    n, e, a, b = sums[start], sums[start + 1], params[g, k, 0], params[g, k, 1]
     return a * math.log(b) - math.lgamma(a) + math.lgamma(a + n) - (a + n) * math.log(b + e)
 
 

@@ -240,13 +240,13 @@ class Level(Kind):
         return np.asarray(spec.alpha, dtype=float)
 
 
-def path_marginal(sums, start, stop, p):
+def path_marginal(sums, start, stop, params, g, k):
     """`Level.log_marginal` of pooled tallies, ``p`` = Dirichlet α; `forecast.paths` compiles it."""
     total_a = 0.0
     total_c = 0.0
     out = 0.0
     for i in range(stop - start):
-        a, c = p[i], sums[start + i]
+        a, c = params[g, k, i], sums[start + i]
         total_a += a
         total_c += c
         out += math.lgamma(a + c) - math.lgamma(a)

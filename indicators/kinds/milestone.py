@@ -142,9 +142,9 @@ class Milestone(Kind):
         return (rng.random(theta.shape) < 1.0 - (1.0 - theta) ** exposure).astype(float)
 
 
-def path_marginal(sums, start, stop, p):
+def path_marginal(sums, start, stop, params, g, k):
     """`Milestone.log_marginal` of pooled (n, e), ``p`` = (a, b); compiled by the paths."""
-    n, e, a, b = sums[start], sums[start + 1], p[0], p[1]
+    n, e, a, b = sums[start], sums[start + 1], params[g, k, 0], params[g, k, 1]
     return (math.lgamma(a + n) + math.lgamma(b + e - n) - math.lgamma(a + b + e)
             - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
 

@@ -139,10 +139,10 @@ class Signal(Kind):
                         axis=1)
 
 
-def path_marginal(sums, start, stop, p):
+def path_marginal(sums, start, stop, params, g, k):
     """`Signal.log_marginal` of pooled (Σwy, Σw, Σwy²), ``p`` = (m, s, σ²); compiled."""
     n, e, q = sums[start], sums[start + 1], sums[start + 2]
-    mean, sd, var = p[0], p[1], p[2]
+    mean, sd, var = params[g, k, 0], params[g, k, 1], params[g, k, 2]
     prior_prec = 1.0 / sd**2
     post_prec = prior_prec + e / var
     shift = mean * prior_prec + n / var

@@ -78,12 +78,12 @@ def test_the_three_marginals_of_a_kind_agree(name, specs):
     np.testing.assert_allclose(symbolic, oracle, rtol=1e-12)
     sums = kind.path_statistics(spec, np.atleast_1d(n), np.atleast_1d(e), np.atleast_1d(q),
                                 None if c is None else c[None, :])[0]
-    params = kind.path_parameters(spec)
+    params = np.ascontiguousarray(kind.path_parameters(spec)[None], dtype=float)  # (G=1, K, P)
     from forecast.paths import JITTED_MARGINALS
 
     for function in (JITTED[name].path_marginal, JITTED_MARGINALS[name]):  # Python, numba
-        values = [function(np.ascontiguousarray(sums, dtype=float), 0, sums.size,
-                           np.ascontiguousarray(params[k], dtype=float)) for k in range(2)]
+        values = [function(np.ascontiguousarray(sums, dtype=float), 0, sums.size, params, 0, k)
+                  for k in range(2)]
         np.testing.assert_allclose(values, oracle, rtol=1e-12)
 
 
