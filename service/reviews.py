@@ -26,7 +26,7 @@ from service.db import (
     aware,
     mark_retracted,
 )
-from service.errors import BadRequest, Conflict
+from service.errors import BadRequest, Conflict, refusal
 from service.repositories.evidence import coverage_on, coverages_of
 from service.repositories.sets import get_catalog, get_set, list_sets, set_ids
 
@@ -110,12 +110,7 @@ def validate_review(store: Database, data: Mapping[str, Any]) -> tuple[str | Non
     try:
         review = ReviewIn.model_validate(dict(data))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error.get("loc", ())) or None
-        message = str(error.get("msg", "is invalid"))
-        if error.get("type") == "extra_forbidden":
-            message = f"unknown field; the fields are {', '.join(ReviewIn.model_fields)}"
-        raise BadRequest(f"{field}: {message}" if field else message, field=field) from None
+        raise refusal(exc.errors(), tuple(ReviewIn.model_fields), every=False) from None
     through = _parse_through(review.through, store.today())
     scenario_set = None
     if review.set_id is not None:

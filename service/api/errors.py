@@ -2,18 +2,18 @@
 
 Domain code raises `service.errors.ServiceError` subclasses (and the indicators package its
 `InvalidObservation`, which names a field). Two tables here are the only places that decide
-what a client sees: `STATUS` maps each domain error class to its HTTP status, and `refusal`
-turns pydantic validation errors (of a body model or of the request's parameters) into the
-API's message and field. Starlette's HTTP errors (unknown route, wrong method) and anything
-unexpected (500, no traceback in the body) get the same shape. `BodyLimit` answers 413 for
-bodies over the configured size, whether announced by Content-Length or found while reading.
+what a client sees: `STATUS` maps each domain error class to its HTTP status, and
+`service.errors.refusal` (shared with the CLI) turns pydantic validation errors (of a body
+model or of the request's parameters) into the message and field. Starlette's HTTP errors
+(unknown route, wrong method) and anything unexpected (500, no traceback in the body) get the
+same shape. `BodyLimit` answers 413 for bodies over the configured size, whether announced by
+Content-Length or found while reading.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +32,7 @@ from service.errors import (
     NotReady,
     ServiceError,
     Unauthorized,
+    refusal,
 )
 
 __all__ = ["ERROR_RESPONSES", "STATUS", "BodyLimit", "ErrorBody", "ErrorDetail",
@@ -40,7 +41,6 @@ __all__ = ["ERROR_RESPONSES", "STATUS", "BodyLimit", "ErrorBody", "ErrorDetail",
 
 log = logging.getLogger("signpost.api")
 
-_LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 class PayloadTooLarge(ServiceError):
@@ -69,44 +69,6 @@ def status_of(exc: Exception) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
-
-
-def _describe(error: Mapping[str, Any], fields: Sequence[str]) -> tuple[str | None, str]:
-    """(field, message) of one pydantic error.
-
-    The field is its location past ``body``, ``query``…, dotted; the message pydantic's, or
-    for an unknown key the known fields.
-    """
-    loc = [str(part) for part in error.get("loc", ())]
-    if loc and loc[0] in _LOCATIONS:
-        loc = loc[1:]
-    field = ".".join(loc) or None
-    if error.get("type") == "extra_forbidden" and fields:
-        return field, f"unknown field; the fields are {', '.join(fields)}"
-    return field, str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-
-
-def refusal(errors: Iterable[Mapping[str, Any]], fields: Sequence[str] = (), *,
-            every: bool = True) -> BadRequest:
-    """The API's refusal (422) for pydantic validation errors: the one translation.
-
-    Parameters
-    ----------
-    errors
-        ``ValidationError.errors()`` of a body model, or FastAPI's request validation errors.
-    fields
-        The body model's fields, named when a key is unknown.
-    every
-        Name every problem, ``; ``-joined (request parameters); else the first only (a body,
-        fixed one field at a time). ``field`` is always the first problem's.
-
-    """
-    errors = list(errors)
-    if any(error.get("type") == "json_invalid" for error in errors):
-        return BadRequest("the body is not valid JSON", code="invalid_json")
-    described = [_describe(error, fields) for error in (errors if every else errors[:1])]
-    message = "; ".join(f"{field}: {text}" if field else text for field, text in described)
-    return BadRequest(message or "invalid request", field=described[0][0] if described else None)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
