@@ -128,6 +128,10 @@ def path_model(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> PathModel:
                                             arrays.sumsq[:, j], tallies))
         parameters.append(kind.path_parameters(spec))
     ranks = [get_kind(scenario_set.indicators[j].kind).rank for j in order]
+    missing = sorted({scenario_set.indicators[j].kind for j in order} - set(JITTED_MARGINALS))
+    if missing:  # a registered kind without its loop in `_marginal` would count for nothing
+        raise NotImplementedError(f"the path estimator has no marginal for kind(s) {missing}; "
+                                  "add its loop to forecast.paths._marginal")
     by_rank = np.searchsorted(ranks, np.arange(len(KINDS) + 1)).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum([c.shape[1] for c in columns])]).astype(np.int64)
     params = np.zeros((len(parameters), k, max((x.shape[1] for x in parameters), default=0)))
