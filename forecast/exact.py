@@ -27,7 +27,7 @@ from scipy.special import gammaln, logsumexp
 
 from forecast.model import transition_rows
 from indicators import Evidence
-from indicators.kinds import get_kind
+from indicators.kinds import get_kind, own_tallies
 from indicators.kinds.count import log_marginal_count
 from indicators.kinds.level import log_marginal_level
 from indicators.kinds.milestone import log_marginal_milestone
@@ -113,8 +113,8 @@ class ExactDynamicPosterior:
 
 def _tallies(evidence: Evidence, col: int, spec) -> np.ndarray | None:
     """An indicator's tallies summed over the periods (None for kinds without categories)."""
-    width = get_kind(spec.kind).n_strata(spec.indicator)
-    return evidence.tallies[:, col, :width].sum(axis=0) if width > 1 else None
+    own = own_tallies(spec.indicator, evidence.tallies[:, col])
+    return None if own is None else own.sum(axis=0)
 
 
 def _pooled(spec, n: np.ndarray, e: np.ndarray, q: np.ndarray,
@@ -181,8 +181,7 @@ def exact_dynamic_posterior(scenario_set: ScenarioSet, evidence: Evidence,
     pooled_tallies = np.einsum("ptk,tjl->pjkl", one_hot, tallies)  # (P, J, K, L)
     means = np.empty((paths.shape[0], len(scenario_set.indicators), k))
     for j, spec in enumerate(scenario_set.indicators):
-        width = get_kind(spec.kind).n_strata(spec.indicator)
-        c = pooled_tallies[:, j, :, :width] if width > 1 else None
+        c = own_tallies(spec.indicator, pooled_tallies[:, j])
         log_m, means[:, j] = _pooled_per_scenario(spec, *(x[:, j] for x in pooled), c)
         log_p = log_p + log_m.sum(axis=1)
     weight = np.exp(log_p - logsumexp(log_p))

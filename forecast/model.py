@@ -32,7 +32,8 @@ import pytensor.tensor as pt
 
 from forecast.ops import regime_hmm_loglik
 from indicators import Evidence
-from indicators.kinds import KINDS, NUMPY, Kind, get_kind
+from indicators.kinds import KINDS, NUMPY, Kind, categories, get_kind, own_tallies
+from indicators.kinds import category_width as kinds_category_width
 from priors import ScenarioSet
 
 #: each kind's parameter name, in registry order (``rate``, ``hazard``, ``level``, …)
@@ -58,8 +59,7 @@ def kind_groups(scenario_set: ScenarioSet) -> list[tuple[Kind, list[int], list]]
 
 def category_width(scenario_set: ScenarioSet) -> int:
     """The most categories any of the set's indicators has (0: no categorical kind)."""
-    return max((get_kind(s.kind).n_strata(s.indicator) for s in scenario_set.indicators
-                if get_kind(s.kind).n_strata(s.indicator) > 1), default=0)
+    return kinds_category_width(scenario_set.catalog_indicators)
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,7 @@ def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=Non
     columns = []
     for j, spec in enumerate(scenario_set.indicators):
         kind = get_kind(spec.kind)
-        width = kind.n_strata(spec.indicator)
-        c = tallies[..., j, :width] if width > 1 else None
+        c = None if tallies is None else own_tallies(spec.indicator, tallies[..., j, :])
         columns.append(kind.log_marginal(spec, counts[..., j, None], exposure[..., j, None],
                                          sumsq[..., j, None], c, math=math))
     return math.stack(columns, axis=-2)
@@ -349,8 +348,8 @@ def build_model(scenario_set: ScenarioSet, evidence: Evidence,
         for kind, _, specs in groups:
             dims = (f"{kind.lookup_name}_indicator", "scenario")
             parameters[kind.parameter] = kind.pymc_prior(
-                specs, kind.parameter, dims + ((CATEGORY,) if kind.n_strata(
-                    specs[0].indicator) > 1 else ()), pm, pt)
+                specs, kind.parameter,
+                dims + ((CATEGORY,) if categories(specs[0].indicator) else ()), pm, pt)
 
         if dynamic:
             free_rows = []

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from forecast.model import EvidenceArrays, kind_groups, transition_rows
-from indicators.kinds import KINDS, count, get_kind, level, milestone, signal
+from indicators.kinds import KINDS, count, get_kind, level, milestone, own_tallies, signal
 from priors import ScenarioSet
 
 __all__ = [
@@ -122,8 +122,7 @@ def path_model(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> PathModel:
     for j in order:
         spec = scenario_set.indicators[j]
         kind = get_kind(spec.kind)
-        width = kind.n_strata(spec.indicator)
-        tallies = arrays.tallies[:, j, :width] if width > 1 else None
+        tallies = own_tallies(spec.indicator, arrays.tallies[:, j])
         columns.append(kind.path_statistics(spec, arrays.counts[:, j], arrays.exposure[:, j],
                                             arrays.sumsq[:, j], tallies))
         parameters.append(kind.path_parameters(spec))

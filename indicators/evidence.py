@@ -56,7 +56,7 @@ from indicators._text import did_you_mean, quoted_list
 from indicators.catalog import Indicator
 from indicators.exceptions import InvalidObservation, SignpostIndicatorError, UnknownIndicator
 from indicators.grades import DEFAULT_GRADES, GradeTable
-from indicators.kinds import KINDS, Sums, get_kind
+from indicators.kinds import KINDS, Sums, category_width, get_kind
 from indicators.observations import Observation
 from indicators.periods import PeriodGrid, period_exposure
 
@@ -625,7 +625,7 @@ def aggregate_observations(
     grouped["indicator"] = ids[grouped["column"].to_numpy()]
     grouped["n_obs"] = grouped["n_obs"].astype(np.int64)
     columns = list(AGGREGATE_COLUMNS)
-    if (grouped[STRATUM] != 0).any() or any(get_kind(s.kind).n_strata(s) > 1 for s in specs):
+    if (grouped[STRATUM] != 0).any() or category_width(specs):
         columns.append(STRATUM)
     return grouped.loc[:, columns].reset_index(drop=True)
 
@@ -766,7 +766,8 @@ def evidence_from_aggregates(
     T, J = len(grid), len(specs)
     kinds = tuple(spec.kind for spec in specs)
     ids = tuple(spec.id for spec in specs)
-    strata = max((get_kind(spec.kind).n_strata(spec) for spec in specs), default=1)
+    width = category_width(specs)  # the tallies' last axis
+    strata = max(width, 1)
     frame = _aggregate_frame(rows)
     cuts = _cut_dates(ids, as_of, coverage)
 
@@ -807,8 +808,6 @@ def evidence_from_aggregates(
 
     sums = Sums(n_obs=n_obs, sum_w=sum_w, sum_wv=sum_wv, sum_wvv=sum_wvv, max_w=max_w,
                 by_stratum=by_stratum, before=before)
-    width = max((get_kind(spec.kind).n_strata(spec) for spec in specs
-                 if get_kind(spec.kind).n_strata(spec) > 1), default=0)
     counts, exposure, sumsq = np.zeros((T, J)), np.zeros((T, J)), np.zeros((T, J))
     tallies = np.zeros((T, J, width))
     exposures = {}

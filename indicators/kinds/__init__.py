@@ -14,8 +14,11 @@ from indicators.kinds.base import (
     Prior,
     Statistics,
     Sums,
+    categories,
+    category_width,
     get_kind,
     kind_names,
+    own_tallies,
     register,
 )
 from indicators.kinds.count import gamma_from_mean_sd
@@ -24,4 +27,5 @@ from indicators.kinds.milestone import beta_from_mean_sd
 KINDS: tuple[str, ...] = kind_names()
 
 __all__ = ["KINDS", "NUMPY", "Expectation", "Kind", "Prior", "Statistics", "Sums",
-           "beta_from_mean_sd", "gamma_from_mean_sd", "get_kind", "kind_names", "register"]
+           "beta_from_mean_sd", "categories", "category_width", "gamma_from_mean_sd",
+           "get_kind", "kind_names", "own_tallies", "register"]

@@ -37,8 +37,9 @@ from scipy import special
 from indicators._text import did_you_mean, quoted_list
 from indicators.exceptions import CatalogError, InvalidObservation
 
-__all__ = ["NUMPY", "Expectation", "Kind", "Prior", "Statistics", "Sums", "get_kind",
-           "kind_names", "concat_features", "number", "register"]
+__all__ = ["NUMPY", "Expectation", "Kind", "Prior", "Statistics", "Sums", "categories",
+           "category_width", "concat_features", "get_kind", "kind_names", "number",
+           "own_tallies", "register"]
 
 #: The NumPy side of the ``math`` namespace the kinds' formulas are written against
 #: (``pytensor.tensor`` is the other: it has the same names).
@@ -278,6 +279,23 @@ def number(raw: Any) -> float:
     if not math.isfinite(value):
         raise InvalidObservation("value", f"must be a finite number, got {raw!r}")
     return value
+
+
+def categories(indicator: Any) -> int:
+    """How many categories an indicator's kind keeps (its strata), 0 for a kind without any."""
+    n = get_kind(indicator.kind).n_strata(indicator)
+    return n if n > 1 else 0
+
+
+def category_width(indicators: Sequence[Any]) -> int:
+    """The most categories any of ``indicators`` has: the last axis of their tallies."""
+    return max((categories(i) for i in indicators), default=0)
+
+
+def own_tallies(indicator: Any, tallies: Any) -> Any:
+    """An indicator's own categories out of a zero-padded ``tallies[..., L_max]``, or None."""
+    n = categories(indicator)
+    return tallies[..., :n] if n else None
 
 
 def concat_features(math: Any, parts: Sequence[Any]) -> Any:

@@ -92,7 +92,7 @@ class Count(Kind):
         return concat_features(math, [math.log(theta), -theta])
 
     def conditional_draw(self, specs, pooled, rng):  # noqa: D102
-        alpha, beta = (np.stack([getattr(s, p) for s in specs]) for p in ("alpha", "beta"))
+        alpha, beta = self.prior_parameters(specs).values()
         return rng.gamma(alpha + pooled["counts"]) / (beta + pooled["exposure"])
 
     def predictive(self, spec, theta, exposure, rng):  # noqa: D102

@@ -31,6 +31,7 @@ from indicators.kinds.base import (
     Kind,
     Prior,
     Statistics,
+    category_width,
     concat_features,
     register,
 )
@@ -52,7 +53,7 @@ def _levels(indicator) -> tuple[str, ...]:
 
 def max_levels(specs) -> int:
     """The largest number of levels among ``specs`` (0 if none)."""
-    return max((len(_levels(s.indicator)) for s in specs), default=0)
+    return category_width([s.indicator for s in specs])
 
 
 def log_marginal_level(alpha, tallies):

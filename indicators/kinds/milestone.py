@@ -134,7 +134,7 @@ class Milestone(Kind):
         return concat_features(math, [math.log(theta) - log_miss, log_miss])
 
     def conditional_draw(self, specs, pooled, rng):  # noqa: D102
-        alpha, beta = (np.stack([getattr(s, p) for s in specs]) for p in ("alpha", "beta"))
+        alpha, beta = self.prior_parameters(specs).values()
         n, e = pooled["counts"], pooled["exposure"]
         return np.clip(rng.beta(alpha + n, beta + (e - n)), 1e-300, 1.0 - 1e-16)
 

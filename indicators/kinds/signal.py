@@ -120,7 +120,7 @@ class Signal(Kind):
         return concat_features(math, [theta, -theta**2])
 
     def conditional_draw(self, specs, pooled, rng):  # noqa: D102
-        mean0, sd0 = (np.stack([getattr(s, p) for s in specs]) for p in ("alpha", "beta"))
+        mean0, sd0 = self.prior_parameters(specs).values()
         var = np.array([s.noise_sd**2 for s in specs])[None, :, None]
         precision = 1.0 / sd0**2 + pooled["exposure"] / var
         mean = (mean0 / sd0**2 + pooled["counts"] / var) / precision
