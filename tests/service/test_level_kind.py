@@ -57,6 +57,30 @@ def test_the_yaml_block_of_the_issue_parses_to_dirichlet_parameters():
     np.testing.assert_allclose(spec.beta, [10, 10])
 
 
+ISSUE_BLOCK = """\
+id: issue-block
+title: The issue's level block, verbatim
+period: quarter
+start: 2024-01-01
+scenarios:
+  - {id: loose, name: Loose, prior: 0.5}
+  - {id: integrated_ew, name: Integrated, prior: 0.5}
+indicators:
+  sanctions_severity:
+    kind: level
+    name: Severity of Western sanctions on Chinese defence suppliers
+    levels: [none, targeted, sectoral, comprehensive]
+    loose:         {probabilities: [0.6, 0.3, 0.08, 0.02], concentration: 20}
+    integrated_ew: {probabilities: [0.2, 0.5, 0.25, 0.05], concentration: 10}
+"""
+
+
+def test_the_issues_yaml_block_is_the_contract():
+    spec = parse_scenario_set(ISSUE_BLOCK).indicators[0]
+    assert spec.indicator.levels == ("none", "targeted", "sectoral", "comprehensive")
+    np.testing.assert_allclose(spec.alpha, [[12, 6, 1.6, 0.4], [2, 5, 2.5, 0.5]])
+
+
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ("calm:  {probabilities: [0.7, 0.2, 0.1], concentration: 10}",
      "calm:  {probabilities: [0.7, 0.3], concentration: 10}",
