@@ -30,7 +30,9 @@ TODAY = date(2025, 12, 31)
 SETS = ["sino-russian-convergence", "world-order-2035"]
 
 
-def test_post_observation_runs_a_bounded_number_of_statements(db_url, tmp_path):
+@pytest.fixture
+def counted(db_url, tmp_path):
+    """A running app with the bundled sets, an analyst's headers, and every SQL statement."""
     settings = Settings(var_dir=tmp_path, database_url=db_url, scheduler=False,
                         worker="inline", today=TODAY.isoformat(), dynamic=False)
     app = create_app(settings)
@@ -41,46 +43,42 @@ def test_post_observation_runs_a_bounded_number_of_statements(db_url, tmp_path):
         statements: list[str] = []
         event.listen(store.engine, "before_cursor_execute",
                      lambda _conn, _cursor, statement, *_: statements.append(statement))
+        yield client, store, headers, statements
 
-        def post(day: str, **extra: str) -> tuple[dict, int]:
-            statements.clear()
-            response = client.post("/v1/observations", headers=headers | extra,
-                                   json={"indicator": "joint_exercise", "date": day})
-            assert response.status_code == 201, response.text
-            return response.json(), len(statements)
 
-        # the first: coverage of both sets, and a refit queued for each (evidence compared)
-        first, count = post("2025-06-01")
-        assert sorted(first["coverage"]) == SETS
-        assert all(pending_fit(store, set_id=s) is not None for s in SETS)
-        assert count <= 25, count
-        # refits already queued: no evidence query, no second fit
-        second, count = post("2025-07-01")
-        # without reviews, coverage runs to the newest entry: this one
-        assert second["coverage"] == {s: {"covered_through": "2025-07-01", "counted": True}
-                                      for s in SETS}
-        assert second["id"] == first["id"] + 1
-        assert count <= 10, count
-        # an idempotency key costs one lookup
-        _, count = post("2025-07-02", **{"Idempotency-Key": "k"})
-        assert count <= 11, count
+def test_post_observation_runs_a_bounded_number_of_statements(counted):
+    client, store, headers, statements = counted
+
+    def post(day: str, **extra: str) -> tuple[dict, int]:
+        statements.clear()
+        response = client.post("/v1/observations", headers=headers | extra,
+                               json={"indicator": "joint_exercise", "date": day})
+        assert response.status_code == 201, response.text
+        return response.json(), len(statements)
+
+    # the first: coverage of both sets, and a refit queued for each (evidence compared)
+    first, count = post("2025-06-01")
+    assert sorted(first["coverage"]) == SETS
+    assert all(pending_fit(store, set_id=s) is not None for s in SETS)
+    assert count <= 25, count
+    # refits already queued: no evidence query, no second fit
+    second, count = post("2025-07-01")
+    # without reviews, coverage runs to the newest entry: this one
+    assert second["coverage"] == {s: {"covered_through": "2025-07-01", "counted": True}
+                                  for s in SETS}
+    assert second["id"] == first["id"] + 1
+    assert count <= 10, count
+    # an idempotency key costs one lookup
+    _, count = post("2025-07-02", **{"Idempotency-Key": "k"})
+    assert count <= 11, count
 
 
 @pytest.mark.parametrize("day", ["2025-06-01"])
-def test_statement_counter_sees_the_requests_statements(db_url, tmp_path, day):
+def test_statement_counter_sees_the_requests_statements(counted, day):
     """The bound above can fail: without the counter's statements the request is not seen."""
-    settings = Settings(var_dir=tmp_path, database_url=db_url, scheduler=False,
-                        worker="inline", today=TODAY.isoformat(), dynamic=False)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        store = app.state.services.store
-        load_bundled_sets(store)
-        headers = {"Authorization": f"Bearer {create_key(store, role='analyst')}"}
-        statements: list[str] = []
-        event.listen(store.engine, "before_cursor_execute",
-                     lambda _conn, _cursor, statement, *_: statements.append(statement))
-        client.post("/v1/observations", headers=headers,
-                    json={"indicator": "joint_exercise", "date": day})
-        assert sum(s.lstrip().upper().startswith("INSERT INTO OBSERVATIONS ")
-                   for s in statements) == 1
-        assert sum(s.lstrip().upper().startswith("INSERT INTO FITS ") for s in statements) == 2
+    client, _, headers, statements = counted
+    client.post("/v1/observations", headers=headers,
+                json={"indicator": "joint_exercise", "date": day})
+    assert sum(s.lstrip().upper().startswith("INSERT INTO OBSERVATIONS ")
+               for s in statements) == 1
+    assert sum(s.lstrip().upper().startswith("INSERT INTO FITS ") for s in statements) == 2
