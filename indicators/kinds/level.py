@@ -33,6 +33,7 @@ from indicators.kinds.base import (
     Statistics,
     category_width,
     concat_features,
+    number,
     register,
 )
 
@@ -111,15 +112,11 @@ class Level(Kind):
             raise InvalidObservation("value", f"is required for a level: {hint}")
         if isinstance(raw, str) and raw.strip() in levels:
             return float(levels.index(raw.strip()))
-        index = None
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
-            index = float(raw)
-        elif isinstance(raw, str):
-            try:
-                index = float(raw.strip())
-            except ValueError:
-                index = None
-        if (index is None or not math.isfinite(index) or not index.is_integer()
+        try:
+            index = number(raw)  # the index, written as a number or its text
+        except InvalidObservation:
+            index = None
+        if (index is None or not index.is_integer()
                 or not 0 <= index < len(levels)):
             raise InvalidObservation("value", f"{raw!r} is not a level; {hint}")
         return index
