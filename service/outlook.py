@@ -19,6 +19,7 @@ from service.errors import BadRequest, NotFound
 from service.posterior import coverage_fields, fit_header, scenario_rows
 from service.repositories.evidence import evidence_of
 from service.repositories.fits import create_fit, get_fit, latest_published, replays
+from service.words import DEFAULT_WORDS, WordTable, words
 
 
 def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) -> date:
@@ -67,17 +68,25 @@ def _header(scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
             **coverage_fields(row)}
 
 
-def path_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, Any]:
-    """The filtered path ``P(z_t = k | evidence up to t)`` for every period."""
+def path_payload(store: Database, scenario_set: ScenarioSet,
+                 word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
+    """The filtered path ``P(z_t = k | evidence up to t)`` for every period.
+
+    ``words[t][k]`` is ``probability[t][k]``'s estimative words in ``word_table``.
+    """
     row = _published(store, scenario_set)
     path = _record(row).path.to_dict()
     return {**_header(scenario_set, row), "scenarios": list(scenario_set.scenario_ids),
-            "periods": path["periods"], "probability": path["probability"]}
+            "periods": path["periods"], "probability": path["probability"],
+            "words": [[words(p, word_table) for p in period] for period in path["probability"]]}
 
 
-def forecast_payload(store: Database, scenario_set: ScenarioSet,
-                     horizon: str | date) -> dict[str, Any]:
-    """``P(z at horizon = k)`` ("at") and ``P(reach k by horizon)`` ("by"), with MCSE."""
+def forecast_payload(store: Database, scenario_set: ScenarioSet, horizon: str | date,
+                     word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
+    """``P(z at horizon = k)`` ("at") and ``P(reach k by horizon)`` ("by"), with MCSE.
+
+    Each scenario's ``at_words`` and ``by_words`` are their estimative words in ``word_table``.
+    """
     when = parse_date_param(scenario_set, horizon, "horizon")
     row = _published(store, scenario_set)
     table = _record(row).outlook.horizon
@@ -92,7 +101,9 @@ def forecast_payload(store: Database, scenario_set: ScenarioSet,
         scenarios = [
             {"id": sid, "at": table["at"][h][k], "by": table["by"][h][k],
              "mcse": max(table["at_mcse"][h][k], table["by_mcse"][h][k]),
-             "mcse_at": table["at_mcse"][h][k], "mcse_by": table["by_mcse"][h][k]}
+             "mcse_at": table["at_mcse"][h][k], "mcse_by": table["by_mcse"][h][k],
+             "at_words": words(table["at"][h][k], word_table),
+             "by_words": words(table["by"][h][k], word_table)}
             for k, sid in enumerate(scenario_set.scenario_ids)
         ]
         return {**header, "steps": h, "scenarios": scenarios}
@@ -103,20 +114,27 @@ def forecast_payload(store: Database, scenario_set: ScenarioSet,
                          field="horizon")
     t = path["periods"].index(label)
     return {**header, "steps": t - len(path["periods"]) + 1, "scenarios": [
-        {"id": sid, "at": path["probability"][t][k], "by": None, "mcse": None}
+        {"id": sid, "at": path["probability"][t][k], "by": None, "mcse": None,
+         "at_words": words(path["probability"][t][k], word_table), "by_words": None}
         for k, sid in enumerate(scenario_set.scenario_ids)]}
 
 
-def milestones_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, Any]:
+def milestones_payload(store: Database, scenario_set: ScenarioSet,
+                       word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
     """When each scenario, rung "or deeper" and milestone is first reached.
 
-    Each with its median, 80 % interval and P(before the set's end).
+    Each with its median, 80 % interval, P(before the set's end) (``p_by_end``) and that
+    probability's estimative words in ``word_table`` (``words``); a milestone that occurred
+    has neither.
     """
     row = _published(store, scenario_set)
     outlook = _record(row).outlook
 
     def strip(entry: dict) -> dict:
-        return {k: v for k, v in entry.items() if k != "cdf"}
+        shown = {k: v for k, v in entry.items() if k != "cdf"}
+        if "p_by_end" in shown:
+            shown["words"] = words(shown["p_by_end"], word_table)
+        return shown
 
     return {
         **_header(scenario_set, row),
@@ -129,8 +147,9 @@ def milestones_payload(store: Database, scenario_set: ScenarioSet) -> dict[str, 
     }
 
 
-def replay_payload(store: Database, scenario_set: ScenarioSet, row: FitRow) -> dict[str, Any]:
-    """A replay fit as the posterior JSON, with its diagnostics and status."""
+def replay_payload(store: Database, scenario_set: ScenarioSet, row: FitRow,
+                   word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
+    """A replay fit as the posterior JSON (words in ``word_table``), diagnostics and status."""
     return {
         "set_id": scenario_set.id,
         "fit_id": row.id,
@@ -139,7 +158,7 @@ def replay_payload(store: Database, scenario_set: ScenarioSet, row: FitRow) -> d
         "reason": row.reason,
         "as_of": row.as_of.isoformat() if row.as_of else None,
         "fitted_at": fit_header(scenario_set, row)["fitted_at"],
-        "scenarios": scenario_rows(scenario_set, row),
+        "scenarios": scenario_rows(scenario_set, row, word_table),
         "diagnostics": row.diagnostics or {},
         **coverage_fields(row),
     }

@@ -16,6 +16,7 @@ from priors import ScenarioSet
 from service.db import Database, FitRow, aware
 from service.repositories.fits import get_fit, latest_published_id
 from service.repositories.sets import get_set
+from service.words import DEFAULT_WORDS, WordTable, words
 
 T = TypeVar("T")
 
@@ -100,46 +101,58 @@ def coverage_fields(row: FitRow) -> dict[str, Any]:
     }
 
 
-def scenario_rows(scenario_set: ScenarioSet, row: FitRow) -> list[dict[str, Any]]:
-    """Per scenario of a fit: id, name, prior, probability and its MCSE."""
+def scenario_rows(scenario_set: ScenarioSet, row: FitRow,
+                  word_table: WordTable = DEFAULT_WORDS) -> list[dict[str, Any]]:
+    """Per scenario of a fit: id, name, prior, probability, its MCSE and its words (ICD 203)."""
     record = FitRecord.from_stored(row.summary)
     found = {s.id: record.scenario(s.id) if record is not None else None
              for s in scenario_set.scenarios}
-    return [{"id": s.id, "name": s.name, "prior": s.prior,
-             "probability": found[s.id].probability if found[s.id] else None,
-             "mcse": found[s.id].mcse if found[s.id] else None}
-            for s in scenario_set.scenarios]
+    rows = []
+    for s in scenario_set.scenarios:
+        probability = found[s.id].probability if found[s.id] else None
+        rows.append({"id": s.id, "name": s.name, "prior": s.prior, "probability": probability,
+                     "mcse": found[s.id].mcse if found[s.id] else None,
+                     "words": words(probability, word_table)})
+    return rows
 
 
 def posterior_payload(scenario_set: ScenarioSet, row: FitRow, now: datetime,
-                      stale_after: float) -> dict[str, Any]:
+                      stale_after: float,
+                      word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
     """The posterior JSON of a published fit row.
 
     Keys: set_id, fit_id, fitted_at, evidence_through, scenarios (id, name, prior,
-    probability, mcse), diagnostics (with passed), stale, and what the evidence covered
-    (`coverage_fields`).
+    probability, mcse, words: the probability's estimative words in ``word_table``),
+    diagnostics (with passed), stale, and what the evidence covered (`coverage_fields`).
     """
     age = (now - aware(row.finished_at)).total_seconds()
     return {
         **fit_header(scenario_set, row),
-        "scenarios": scenario_rows(scenario_set, row),
+        "scenarios": scenario_rows(scenario_set, row, word_table),
         "diagnostics": row.diagnostics or {},
         "stale": age > stale_after,
         **coverage_fields(row),
     }
 
 
-def history_payload(scenario_set: ScenarioSet, rows: list[FitRow]) -> dict[str, Any]:
-    """One row per published fit: when, through which date, and each scenario's probability."""
+def history_payload(scenario_set: ScenarioSet, rows: list[FitRow],
+                    word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
+    """One row per published fit: when, through which date, each scenario's probability.
+
+    ``probabilities`` maps each scenario id to its probability, ``words`` to its estimative
+    words in ``word_table``.
+    """
     items = []
     for row in rows:
         record = FitRecord.from_stored(row.summary)
+        probabilities = {s.id: record.probability_of(s.id) if record else None
+                         for s in scenario_set.scenarios}
         items.append({
             "fit_id": row.id,
             "fitted_at": aware(row.finished_at).isoformat(),
             "evidence_through": row.as_of.isoformat() if row.as_of else None,
-            "probabilities": {s.id: record.probability_of(s.id) if record else None
-                              for s in scenario_set.scenarios},
+            "probabilities": probabilities,
+            "words": {k: words(p, word_table) for k, p in probabilities.items()},
         })
     return {"set_id": scenario_set.id, "scenarios": list(scenario_set.scenario_ids),
             "items": items}
@@ -151,10 +164,12 @@ class PosteriorCache:
     Requests read memory only (`peek`). A background poll (`refresh`, every
     ``SIGNPOST_CACHE_POLL`` seconds) runs one indexed ``SELECT id`` per set, so every replica
     sees a new fit within one polling interval; a fit published by this process invalidates
-    its entry at once. A set not cached yet takes the database path (`get`).
+    its entry at once. A set not cached yet takes the database path (`get`). Payloads carry
+    the estimative words of ``word_table``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, word_table: WordTable = DEFAULT_WORDS) -> None:
+        self.word_table = word_table
         self._entries: dict[str, tuple[str, datetime, dict[str, Any]]] = {}
         # per set: ((fit id, stale), what `peek_rendered`'s render made of that payload)
         self._rendered: dict[str, tuple[tuple[str, bool], Any]] = {}
@@ -205,7 +220,8 @@ class PosteriorCache:
         entry = self._entries.get(set_id)
         if entry is None or entry[0] != fit_id:
             row = get_fit(store, fit_id=fit_id)
-            payload = posterior_payload(get_set(store, set_id=set_id), row, now, stale_after)
+            payload = posterior_payload(get_set(store, set_id=set_id), row, now, stale_after,
+                                        self.word_table)
             with self._lock:
                 self._entries[set_id] = (fit_id, aware(row.finished_at), payload)
         return self.peek(set_id, now, stale_after)
