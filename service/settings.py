@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forecast import FitSettings, GateSettings, SamplerSettings
 from indicators import COVERAGE_RULES, DEFAULT_GRADES, GradeTable
+from service.words import WordTable, check_words_setting, parse_word_table
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,10 @@ class Settings(BaseSettings):
     require_read_key: bool = False
     max_body_bytes: int = 1 << 20
     grades: str = Field(default="", description="JSON grade table (reliability, credibility)")
+    words: str = Field(default="", description=(
+        "JSON estimative-words table (ICD 203's if empty): a list of bands from 0 up, "
+        '{"words": ..., "below": x} (x excluded) or {"words": ..., "through": x} (included), '
+        'the last "through": 1 (service.words)'))
     default_grade: str = "B2"
     fit_draws: int = Field(default=1000, gt=0)
     fit_tune: int = Field(default=500, gt=0)
@@ -110,6 +115,15 @@ class Settings(BaseSettings):
         else:
             table = GradeTable.from_mapping(json.loads(self.grades))
         return GradeTable(table.reliability, table.credibility, default=self.default_grade)
+
+    @field_validator("words")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        return check_words_setting(value)
+
+    def word_table(self) -> WordTable:
+        """The estimative-words table (ICD 203's, or ``SIGNPOST_WORDS`` JSON)."""
+        return parse_word_table(self.words)
 
     def fit_settings(self) -> FitSettings:
         """Sampler and gate settings for fits."""
