@@ -57,9 +57,11 @@ from dataclasses import dataclass
 from itertools import combinations_with_replacement
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import integrate, special, stats
 
+import forecast._numba  # noqa: F401  (first: how numba compiles the kernel below)
 from forecast.exact import exact_posterior
 from forecast.fit import filtered_draws
 from forecast.model import EvidenceArrays, kind_groups, transition_rows
@@ -355,9 +357,13 @@ def _signal_information(prior: np.ndarray, mean: np.ndarray, var: np.ndarray) ->
     with np.errstate(divide="ignore"):
         log_prior = np.log(prior)
 
+    offset = -np.log(sd) - 0.5 * math.log(2 * math.pi)
+
     def integrand(x: float, k: int) -> float:
-        log_f = stats.norm.logpdf(x, mean, sd)
-        return math.exp(log_f[k]) * (log_f[k] - special.logsumexp(log_f + log_prior))
+        log_f = offset - 0.5 * ((x - mean) / sd) ** 2
+        joint = log_f + log_prior
+        top = joint.max()
+        return math.exp(log_f[k]) * (log_f[k] - top - math.log(np.exp(joint - top).sum()))
 
     total = 0.0
     for k in np.flatnonzero(prior > 0):
@@ -500,44 +506,111 @@ def _future_statistics(kind, spec, y: np.ndarray, at_risk: np.ndarray, n_levels:
     return kind.regime_statistics([spec], counts, exposure, tallies)
 
 
+@numba.njit(cache=True)
+def _future_posterior(first, transitions, emission, log_shift, which):  # pragma: no cover
+    """``P(Z_end | y, y_future_m)`` per simulated future m, re-weighting the draws r.
+
+    Each draw's forward filter runs from its ``P(z_{T+1} | y, r)`` (``first``, (R, K)) with
+    its transitions (R, K, K) over the future's periods, whose likelihoods are tabulated per
+    distinct observation u of each period: ``p(y | θ_r[k]) = emission[t, r, u, k] ·
+    exp(log_shift[t, r, u])`` (N, R, U, K) and (N, R, U); ``which`` (N, M) says which u each
+    future saw. The draws' end states, weighted by their masses ``p(y_future | y, r)`` (up to
+    a factor common to all draws), give the posterior (M, K).
+    """
+    n_inner, k = first.shape
+    n_periods, n_sims = which.shape
+    out = np.zeros((n_sims, k))
+    log_w = np.empty(n_inner)
+    ends = np.empty((n_inner, k))
+    state = np.empty(k)
+    moved = np.empty(k)
+    for m in range(n_sims):
+        for r in range(n_inner):
+            for i in range(k):
+                state[i] = first[r, i]
+            log_mass = 0.0
+            for t in range(n_periods):
+                u = which[t, m]
+                if t:
+                    for j in range(k):
+                        acc = 0.0
+                        for i in range(k):
+                            acc += state[i] * transitions[r, i, j]
+                        moved[j] = acc
+                    for j in range(k):
+                        state[j] = moved[j]
+                mass = 0.0
+                for j in range(k):
+                    state[j] *= emission[t, r, u, j]
+                    mass += state[j]
+                for j in range(k):
+                    state[j] /= mass
+                log_mass += np.log(mass) + log_shift[t, r, u]
+            log_w[r] = log_mass
+            for j in range(k):
+                ends[r, j] = state[j]
+        top = log_w.max()
+        total = 0.0
+        for r in range(n_inner):
+            w = np.exp(log_w[r] - top)
+            total += w
+            for j in range(k):
+                out[m, j] += w * ends[r, j]
+        for j in range(k):
+            out[m, j] /= total
+    return out
+
+
+def _simulate_statistics(kind, spec, theta: np.ndarray, draws: _Draws, outer: np.ndarray,
+                         n: int, rng: np.random.Generator) -> np.ndarray:
+    """(M, N, F) regime statistics of one simulated future per draw in ``outer``."""
+    z = _simulate_paths(draws, outer, n, rng)
+    at_risk = np.ones(outer.size, dtype=bool)
+    n_levels = theta.shape[-1] if theta.ndim == 3 else 0
+    statistics = []
+    for t in range(n):
+        own = theta[outer, z[:, t]]  # (M,) or (M, L): the parameter in force
+        y = kind.predictive(spec, own[:, None], 1.0, rng)[:, 0]
+        statistics.append(_future_statistics(kind, spec, y, at_risk, n_levels))  # (M, F)
+        if kind.lookup_name == "milestone":
+            at_risk = at_risk & (y == 0)
+    return np.stack(statistics, axis=1)
+
+
 def _dynamic_information(kind, spec, theta: np.ndarray, draws: _Draws, n: int, n_sims: int,
                          n_inner: int, rng: np.random.Generator) -> tuple[float, float]:
     """MC estimate of I(y_future; Z_end | y) in bits and its MCSE.
 
-    ``theta`` (S, K[, L]) is the indicator's parameter per draw.
+    ``theta`` (S, K[, L]) is the indicator's parameter per draw. Futures that coincide (a
+    milestone has N + 1) are filtered once, and each period's likelihoods are tabulated per
+    distinct observation.
     """
-    n_draws = draws.transitions.shape[0]
+    n_draws = draws.first.shape[0]
     outer = rng.integers(n_draws, size=n_sims)
     inner = np.sort(rng.choice(n_draws, size=min(n_inner, n_draws), replace=False))
-    z = _simulate_paths(draws, outer, n, rng)
+    statistics = _simulate_statistics(kind, spec, theta, draws, outer, n, rng)
+    futures, seen = np.unique(statistics.reshape(n_sims, -1), axis=0, return_inverse=True)
+    futures = futures.reshape(futures.shape[0], n, -1)  # (D, N, F)
     features = kind.features([spec], theta[inner][:, None])  # (R, F, K)
-    a_inner = draws.transitions[inner]  # (R, K, K)
-    # the filter of each inner draw r given simulation m's future, normalised, and its log mass
-    state = np.broadcast_to(draws.first[inner][:, None, :],
-                            (inner.size, n_sims, features.shape[2])).copy()
-    log_mass = np.zeros((inner.size, n_sims))
-    at_risk = np.ones(n_sims, dtype=bool)
-    n_levels = theta.shape[-1] if theta.ndim == 3 else 0
+    tables, which = [], []
     for t in range(n):
-        if t:
-            state = np.matmul(state, a_inner)
-        own = theta[outer, z[:, t]]  # (M,) or (M, L): the parameter in force
-        y = kind.predictive(spec, own[:, None], 1.0, rng)[:, 0]
-        statistics = _future_statistics(kind, spec, y, at_risk, n_levels)  # (M, F)
-        log_e = np.matmul(statistics[None], features)  # (R, M, K)
-        shift = log_e.max(axis=2, keepdims=True)
-        state *= np.exp(log_e - shift)
-        mass = state.sum(axis=2, keepdims=True)
-        state /= mass
-        log_mass += np.log(mass[..., 0]) + shift[..., 0]
-        if kind.lookup_name == "milestone":
-            at_risk = at_risk & (y == 0)
-    weights = np.exp(log_mass - log_mass.max(axis=0, keepdims=True))  # (R, M)
-    after = np.einsum("rm,rmk->mk", weights, state) / weights.sum(axis=0)[:, None]
-    entropies = _entropy_bits(after)
-    info = float(_entropy_bits(draws.end.mean(axis=0))) - float(entropies.mean())
-    mcse = float(entropies.std(ddof=1) / math.sqrt(n_sims)) if n_sims > 1 else math.inf
-    return info, mcse
+        rows, index = np.unique(futures[:, t], axis=0, return_inverse=True)  # (U, F)
+        tables.append(np.einsum("uf,rfk->ruk", rows, features))
+        which.append(index.reshape(-1))
+    width = max(table.shape[1] for table in tables)
+    log_e = np.zeros((n, inner.size, width, features.shape[2]))
+    for t, table in enumerate(tables):
+        log_e[t, :, :table.shape[1]] = table
+    log_shift = log_e.max(axis=3)
+    after = _future_posterior(
+        np.ascontiguousarray(draws.first[inner]), np.ascontiguousarray(draws.transitions[inner]),
+        np.exp(log_e - log_shift[..., None]), log_shift, np.stack(which))[seen.reshape(-1)]
+    before = draws.end.mean(axis=0)
+    # KL(after || before) per simulation: H(before) − H(after) plus Σ (before − after)·log
+    # before, a term of mean zero (E[after] = before) that removes most of the variance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        divergence = np.where(after > 0, after * np.log2(after / before), 0.0).sum(axis=1)
+    return float(divergence.mean()), float(divergence.std(ddof=1) / math.sqrt(n_sims))
 
 
 def _level_likelihood(own: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
