@@ -201,6 +201,8 @@ class ScenarioProbability(Public):
     prior: float
     probability: float | None
     mcse: float | None
+    words: str | None = Field(description="the probability's estimative words (ICD 203, or "
+                              "SIGNPOST_WORDS); null with it", examples=["unlikely"])
 
 
 class Posterior(FitHeader):
@@ -213,12 +215,13 @@ class Posterior(FitHeader):
 
 
 class HistoryItem(Public):
-    """One published fit: when, through which date, each scenario's probability."""
+    """One published fit: when, through which date, each scenario's probability and words."""
 
     fit_id: str
     fitted_at: Timestamp
     evidence_through: Date | None
     probabilities: dict[str, float | None]
+    words: dict[str, str | None] = Field(description="each probability's estimative words")
 
 
 class History(Public):
@@ -236,18 +239,22 @@ class OutlookHeader(FitHeader):
 
 
 class Paths(OutlookHeader):
-    """The filtered path: ``probability[t][k]`` = P(scenario k in period t | evidence to t)."""
+    """The filtered path: ``probability[t][k]`` = P(scenario k in period t | evidence to t).
+
+    ``words[t][k]``: that probability's estimative words.
+    """
 
     scenarios: list[str]
     periods: list[str]
     probability: list[list[float | None]]
+    words: list[list[str | None]]
 
 
 class ForecastScenario(Public):
     """P(in force at the horizon) and P(reached by then), with their MCSE.
 
     For a horizon before the current period ``by`` and the MCSE are null, and ``mcse_at``,
-    ``mcse_by`` absent.
+    ``mcse_by`` absent. ``at_words``, ``by_words``: their estimative words (null with them).
     """
 
     id: str
@@ -256,6 +263,8 @@ class ForecastScenario(Public):
     mcse: float | None
     mcse_at: float | None = None
     mcse_by: float | None = None
+    at_words: str | None = Field(examples=["likely"])
+    by_words: str | None = Field(examples=["very likely"])
 
 
 class Forecast(OutlookHeader):
@@ -285,6 +294,7 @@ class Reach(Public):
     interval80: list[PeriodPoint | None]
     p_by_end: float | None
     mcse: float | None
+    words: str | None = Field(description="p_by_end's estimative words", examples=["unlikely"])
 
 
 class ReachOrDeeper(Reach):
@@ -309,6 +319,8 @@ class MilestoneReach(Public):
     interval80: list[PeriodPoint | None] | None = None
     p_by_end: float | None = None
     mcse: float | None = None
+    words: str | None = Field(default=None, description="p_by_end's estimative words (absent "
+                              "with it)", examples=["unlikely"])
 
 
 class Milestones(OutlookHeader):
