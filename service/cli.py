@@ -63,6 +63,7 @@ from service.reviews import add_review, list_reviews, observation_coverage, sets
 from service.scheduler import queue_refits
 from service.settings import Settings, _redact
 from service.views import observation_dict
+from service.words import printed, printed_mcse
 
 app = typer.Typer(
     name="signpost",
@@ -168,8 +169,13 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _fmt_prob(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+def _fmt_mcse(mcse: float | None) -> str:
+    return "" if mcse is None else f"± {printed_mcse(mcse)}"
+
+
+def _with_mcse(p: float | None, mcse: float | None) -> str:
+    """``0.31 ± 0.004``: the probability to its precision, and its MCSE."""
+    return " ".join(filter(None, (printed(p, mcse), _fmt_mcse(mcse) if p is not None else "")))
 
 
 def _scenario_table(payload: dict[str, Any]) -> Table:
@@ -177,11 +183,13 @@ def _scenario_table(payload: dict[str, Any]) -> Table:
     table.add_column("scenario", no_wrap=True)
     table.add_column("name")
     table.add_column("prior", justify="right")
-    table.add_column("probability", justify="right")
-    table.add_column("± mcse", justify="right")
+    table.add_column("probability", justify="right", no_wrap=True)
+    table.add_column("± mcse", justify="right", no_wrap=True)
+    table.add_column("in words", no_wrap=True)
     for s in payload["scenarios"]:
-        table.add_row(s["id"], s["name"], f"{s['prior']:.3f}", _fmt_prob(s["probability"]),
-                      _fmt_prob(s["mcse"]))
+        table.add_row(s["id"], s["name"], f"{s['prior']:.3f}",
+                      printed(s["probability"], s["mcse"]), _fmt_mcse(s["mcse"]),
+                      s["words"] or "—")
     return table
 
 
@@ -548,7 +556,8 @@ def refit(
             if status == "published":
                 payload = posterior_payload(get_set(store, set_id=sid), get_fit(store,
                                                                                 fit_id=fit_id),
-                                            store.clock(), svc.settings.stale_after)
+                                            store.clock(), svc.settings.stale_after,
+                                            svc.settings.word_table())
                 out.print(f"{sid}: published fit {fit_id} in {took:.1f} s "
                           f"(evidence through {payload['evidence_through']})")
                 out.print(_scenario_table(payload))
@@ -580,7 +589,8 @@ def posterior(
         if row is None:
             _fail(f"no published posterior for {set_id} yet; run `signpost refit --set "
                   f"{set_id}`", code=1)
-        payload = posterior_payload(scenario_set, row, store.clock(), svc.settings.stale_after)
+        payload = posterior_payload(scenario_set, row, store.clock(), svc.settings.stale_after,
+                                    svc.settings.word_table())
     if as_json:
         print(json.dumps(payload, indent=2))
         return
@@ -605,17 +615,20 @@ def forecast(
     """P(scenario in force at a date) and P(reached by then), from the published fit."""
     with services() as svc:
         scenario_set = get_set(svc.store, set_id=set_id)
-        payload = forecast_payload(svc.store, scenario_set, horizon)
+        payload = forecast_payload(svc.store, scenario_set, horizon, svc.settings.word_table())
     if as_json:
         print(json.dumps(payload, indent=2))
         return
     table = Table(title=f"{set_id} at {payload['horizon']} ({payload['period']}, "
                         f"{payload['steps']} periods ahead)")
-    for column in ("scenario", "P(at)", "P(by)", "MCSE"):
-        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for column in ("scenario", "P(at) ± mcse", "in words", "P(by) ± mcse", "in words"):
+        table.add_column(column, justify="right" if column.startswith("P") else "left",
+                         no_wrap=True)
     for s in payload["scenarios"]:
-        table.add_row(s["id"], _fmt_prob(s["at"]), _fmt_prob(s["by"]),
-                      "—" if s["mcse"] is None else f"{s['mcse']:.4f}")
+        # a horizon in the past: "at" is the filter's, with no MCSE of its own ("mcse_at" absent)
+        at_mcse, by_mcse = s.get("mcse_at", s["mcse"]), s.get("mcse_by", s["mcse"])
+        table.add_row(s["id"], _with_mcse(s["at"], at_mcse), s["at_words"] or "—",
+                      _with_mcse(s["by"], by_mcse), s["by_words"] or "—")
     out.print(table)
     out.print("P(by) counts from the period where the evidence stops being complete. "
               + _coverage_words(payload, scenario_set.period), markup=False)
@@ -634,27 +647,29 @@ def milestones(
     """When each scenario (and each rung "or deeper") and each milestone is first reached."""
     with services() as svc:
         scenario_set = get_set(svc.store, set_id=set_id)
-        payload = milestones_payload(svc.store, scenario_set)
+        payload = milestones_payload(svc.store, scenario_set, svc.settings.word_table())
     if as_json:
         print(json.dumps(payload, indent=2))
         return
     out.print(f"[bold]{set_id}[/bold]: evidence through {payload['evidence_through']}, "
               f"forecast to {payload['horizon_end']}")
     table = Table()
-    for column in ("first reached", "P(by end)", "median", "80% interval"):
-        table.add_column(column)
+    for column in ("first reached", "P(by end) ± mcse", "in words", "median", "80% interval"):
+        table.add_column(column, no_wrap=column in ("P(by end) ± mcse", "in words"))
     rows = [(k, v) for k, v in payload["reach"].items()]
     rows += [(f"{k} or deeper", v) for k, v in payload["reach_or_deeper"].items()]
     for name, v in rows:
-        table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
+        table.add_row(name, _with_mcse(v["p_by_end"], v["mcse"]), v["words"] or "—",
+                      _when(v["median"]),
                       f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
     for name, v in payload["milestones"].items():
         if v.get("occurred"):
             when = v["occurred"]["period"]
-            table.add_row(name, "happened",
+            table.add_row(name, "happened", "",
                           f"before {when}" if v["occurred"].get("before_window") else when, "")
         else:
-            table.add_row(name, _fmt_prob(v["p_by_end"]), _when(v["median"]),
+            table.add_row(name, _with_mcse(v["p_by_end"], v["mcse"]), v["words"] or "—",
+                          _when(v["median"]),
                           f"{_when(v['interval80'][0])} – {_when(v['interval80'][1])}")
     out.print(table)
     out.print(_coverage_words(payload, scenario_set.period), markup=False)
@@ -677,7 +692,7 @@ def replay(
             with _progress(set_id) as say:
                 svc.runner.run_fit(row.id, progress=say)
         row = get_fit(store, fit_id=row.id)
-        payload = replay_payload(store, scenario_set, row)
+        payload = replay_payload(store, scenario_set, row, svc.settings.word_table())
     if as_json:
         print(json.dumps(payload, indent=2))
     else:
