@@ -252,14 +252,27 @@ def _relative_efficiency(values: np.ndarray, n_chains: int) -> np.ndarray:
     return out
 
 
+#: most bytes the per-period joints of `_Draws.prepare` may take (else: filter restarts)
+_JOINT_BYTES = 256 * 2**20
+
+
 class _Draws:
     """A fit's posterior draws with their forward filter on the base evidence.
 
-    Re-weighting to new evidence restarts each draw's filter at the first period whose
-    statistics changed, from its predicted state there (so one more report in a recent
-    period costs a few periods of filtering, not all of them), and adds only the emissions
-    of the changed periods: each kind's per-regime log likelihood is linear in its
-    statistics (`forecast.model.regime_loglik`), ``E[s, t, k] = Σ_f stat[t, f] φ_f(θ_s)_k``.
+    Each kind's per-regime log likelihood is linear in its statistics
+    (`forecast.model.regime_loglik`): ``E[s, t, k] = Σ_f stat[t, f] φ_f(θ_s)_k``, so new
+    evidence changes the emissions of its changed periods only, by ``Δstat @ φ``.
+
+    * A change confined to one period t (one count, signal or level report) is exact from
+      the base filter: with ``J_t(k, j) = P(z_t = k, z_T = j | y, A, θ)`` (one backward pass
+      gives it for every period, `prepare`), ``p(y' | A, θ) / p(y | A, θ) = Σ_k γ_t(k)
+      e^{ΔE_t(k)}`` (γ_t the smoothed state) and ``P(z_T = j | y') ∝ Σ_k J_t(k, j)
+      e^{ΔE_t(k)}``: O(K²) per draw.
+    * Otherwise each draw's filter restarts at the first changed period, from its predicted
+      state there (`forecast.ops.filter_draws`).
+
+    The relative efficiencies of the draws (their chains' ESS / S), which the MCSE and the
+    PSIS tail need, are those of the base's nowcast and log-likelihood, computed once.
     """
 
     def __init__(self, scenario_set: ScenarioSet, posterior: Any, base: Evidence) -> None:
@@ -284,17 +297,20 @@ class _Draws:
         self.phi = np.ascontiguousarray(features.transpose(1, 0, 2).reshape(-1, n * k))
         self.statistics = EvidenceArrays.select(scenario_set, base).by_kind["regime_statistics"]
         self.emissions = self._emissions(self.statistics)
-        filtered, self.loglik = filter_draws(self.transitions, self.emissions, self.prior)
+        self.filtered, self.loglik = filter_draws(self.transitions, self.emissions, self.prior)
         # the state predicted for each period before its evidence, and the log likelihood of
         # the periods before it: where a changed period's filter restarts
-        predicted = np.empty_like(filtered)
+        predicted = np.empty_like(self.filtered)
         predicted[:, :1] = self.prior
-        predicted[:, 1:] = np.einsum("stk,skj->stj", filtered[:, :-1], self.transitions)
+        predicted[:, 1:] = np.einsum("stk,skj->stj", self.filtered[:, :-1], self.transitions)
         with np.errstate(divide="ignore"):
-            step = logsumexp(np.log(predicted) + self.emissions, axis=2)
+            self.log_c = logsumexp(np.log(predicted) + self.emissions, axis=2)  # (S, T)
         self.predicted = predicted
-        self.before = np.concatenate([np.zeros((n, 1)), np.cumsum(step, axis=1)], axis=1)
-        self.alpha = self._nowcast(filtered)
+        self.before = np.concatenate([np.zeros((n, 1)), np.cumsum(self.log_c, axis=1)], axis=1)
+        self.alpha = self._nowcast(self.filtered)
+        self.efficiency = _relative_efficiency(self.alpha, self.n_chains)
+        self.r_eff = float(_relative_efficiency(self.loglik[:, None], self.n_chains)[0])
+        self.joints: dict[int, np.ndarray] = {}
 
     def _emissions(self, statistics: np.ndarray) -> np.ndarray:
         t_len, k = statistics.shape[0], len(self.prior)
@@ -305,6 +321,29 @@ class _Draws:
         if filtered.shape[1] == 0:
             return np.broadcast_to(self.prior, (self.n_draws, len(self.prior))).copy()
         return filtered[:, -1, :]
+
+    def prepare(self, periods) -> None:
+        """Keep ``J_t(k, j) = P(z_t = k, z_T = j | y, A_s, θ_s)`` (S, K, K) for ``periods``.
+
+        By one backward pass: ``J_t = diag(α_t) R_t`` with ``R_T = I`` and ``R_{t−1}(k, j) =
+        Σ_m A(k, m) g_t(m) R_t(m, j)``, ``g_t(m) = p(y_t | m) / p(y_t | y_1..t−1)``.
+        Skipped (filter restarts instead) if they would take more than `_JOINT_BYTES`.
+        """
+        t_len, k = self.emissions.shape[1], len(self.prior)
+        wanted = sorted({int(t) for t in periods if 0 <= t < t_len} - set(self.joints))
+        if not wanted or self.n_draws * k * k * 8 * (len(wanted) + len(self.joints)) \
+                > _JOINT_BYTES:
+            return
+        first = wanted[0]
+        ratio = np.broadcast_to(np.eye(k), (self.n_draws, k, k)).copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            for t in range(t_len - 1, first - 1, -1):
+                if t in wanted:
+                    alpha = self.filtered[:, t, :, None]
+                    self.joints[t] = np.where(alpha > 0, alpha * ratio, 0.0)
+                if t > first:
+                    g = np.exp(self.emissions[:, t] - self.log_c[:, t, None])
+                    ratio = (self.transitions * g[:, None, :]) @ ratio
 
     def filter(self, evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
         """(S, K) each draw's nowcast and (S,) log-likelihood on ``evidence``."""
@@ -323,10 +362,19 @@ class _Draws:
         changed = np.flatnonzero(np.any(change != 0.0, axis=1))
         if changed.size == 0:
             return self.alpha, self.loglik
-        start = int(changed[0])
         k = len(self.prior)
-        emissions = self.emissions[:, start:].copy()
         delta = (change[changed] @ self.phi).reshape(changed.size, self.n_draws, k)
+        start = int(changed[0])
+        if changed.size == 1 and start in self.joints:
+            shift = delta[0].max(axis=1)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                tilted = np.einsum("skj,sk->sj", self.joints[start],
+                                   np.exp(delta[0] - shift[:, None]))
+                ratio = tilted.sum(axis=1)
+                alpha, loglik = tilted / ratio[:, None], self.loglik + shift + np.log(ratio)
+            if np.isfinite(alpha).all() and np.isfinite(loglik).all():
+                return alpha, loglik
+        emissions = self.emissions[:, start:].copy()
         emissions[:, changed - start] += delta.transpose(1, 0, 2)
         # the restart's "prior" is each draw's own predicted state: folded into the first
         # period's emission, with a flat prior (log 0 = −inf where a move is impossible)
@@ -348,19 +396,16 @@ class _Draws:
                             method="draws", pareto_k=None, ess=float(n),
                             weights=np.full(n, 1.0 / n)), alpha
         log_ratio = np.maximum(log_ratio, log_ratio.max() - 1e4)  # −inf: a weight of 0
-        r_eff = float(_relative_efficiency(np.exp(log_ratio - log_ratio.max()),
-                                           self.n_chains)[0])
         try:
             # ArviZ's psislw takes a log-likelihood, as LOO has, and negates it into log ratios
-            log_weights, khat = array_stats.psislw(-log_ratio, r_eff=r_eff)
+            log_weights, khat = array_stats.psislw(-log_ratio, r_eff=self.r_eff)
             khat = float(khat)
         except ValueError:  # the tail's values are all one: nothing to smooth
             log_weights, khat = log_ratio, None
         weights = np.exp(log_weights - np.max(log_weights))
         weights /= weights.sum()
         probability = weights @ alpha
-        efficiency = _relative_efficiency(alpha, self.n_chains)
-        mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2 / efficiency)
+        mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2 / self.efficiency)
         return Estimate(probability=probability, mcse=mcse, method="reweighted",
                         pareto_k=khat, ess=float(1.0 / np.sum(weights**2)),
                         weights=weights), alpha
@@ -651,6 +696,11 @@ class _Variants:
         tallies = np.zeros((t_len, 0)) if stats.tallies is None else stats.tallies
         return stats.counts, stats.exposure, sumsq, tallies
 
+    def periods(self) -> np.ndarray:
+        """The periods of the grid that hold a counted row."""
+        t = self.offset[self.kept]
+        return np.unique(t[(t >= 0) & (t < len(self.grid))])
+
     def variant(self, i: int, weight: float | None = None) -> Evidence:
         """The evidence without row ``i`` (``weight`` None) or with its weight ``weight``."""
         j = int(self.column[i])
@@ -749,6 +799,7 @@ def observation_influence(scenario_set: ScenarioSet, rows: Sequence[ObservationR
             raise ValueError(f"set '{scenario_set.id}' is dynamic: give the posterior draws "
                              "of its published fit (and the evidence it was fitted on as base)")
         draws = _Draws(scenario_set, posterior, full if base is None else base)
+        draws.prepare(variants.periods())
         everything, alpha_all = draws.estimate(full)
 
         def posterior_of(evidence: Evidence):
@@ -757,9 +808,8 @@ def observation_influence(scenario_set: ScenarioSet, rows: Sequence[ObservationR
             p, q = everything.probability, estimate.probability
             influence = (everything.weights[:, None] * (alpha_all - p) / p
                          - estimate.weights[:, None] * (alpha - q) / q)
-            efficiency = _relative_efficiency(influence * draws.n_draws, draws.n_chains)
             with np.errstate(invalid="ignore", divide="ignore"):
-                spread = np.sqrt(np.sum(influence**2, axis=0) / efficiency)
+                spread = np.sqrt(np.sum(influence**2, axis=0) / draws.efficiency)
             return estimate.probability, estimate.mcse, np.nan_to_num(spread, nan=np.inf)
         log_all = _log(everything.probability)
         probability_all = everything.probability
