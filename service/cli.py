@@ -182,14 +182,12 @@ def _scenario_table(payload: dict[str, Any]) -> Table:
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("scenario", no_wrap=True)
     table.add_column("name")
-    table.add_column("prior", justify="right")
+    table.add_column("prior", justify="right", no_wrap=True)
     table.add_column("probability", justify="right", no_wrap=True)
-    table.add_column("± mcse", justify="right", no_wrap=True)
-    table.add_column("in words", no_wrap=True)
+    table.add_column("in words")
     for s in payload["scenarios"]:
         table.add_row(s["id"], s["name"], f"{s['prior']:.3f}",
-                      printed(s["probability"], s["mcse"]), _fmt_mcse(s["mcse"]),
-                      s["words"] or "—")
+                      _with_mcse(s["probability"], s["mcse"]), s["words"] or "—")
     return table
 
 
