@@ -31,6 +31,7 @@ from forecast.model import (
 )
 from forecast.record import (
     SCHEMA_VERSION,
+    ConjugateSampler,
     ControlVariate,
     Diagnostics,
     FitRecord,
@@ -48,6 +49,7 @@ from forecast.record import (
 __all__ = [
     "DEFAULT_CACHE",
     "SCHEMA_VERSION",
+    "ConjugateSampler",
     "ControlVariate",
     "Diagnostics",
     "EvidenceArrays",

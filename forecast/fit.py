@@ -45,6 +45,7 @@ from forecast.model import (
     build_model,
     kind_groups,
     log_emission,
+    log_marginal,
     regime_loglik,
     transition_rows,
 )
@@ -63,6 +64,7 @@ from forecast.paths import (
     segment_filter,
 )
 from forecast.record import (
+    ConjugateSampler,
     ControlVariate,
     Diagnostics,
     FitRecord,
@@ -76,6 +78,7 @@ from forecast.record import (
     Timings,
 )
 from indicators import Evidence
+from indicators.kinds import NUMPY
 from priors import ScenarioSet
 
 PROBABILITY = "scenario_probability"
@@ -1065,7 +1068,8 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     A pipeline of estimators, each giving the same `_Outcome`, the first that passes the gate
     (or the last one tried) published: for dynamic sets the scenario paths (decision 011),
     then NUTS — a PSIS re-weighting of the last sampled posterior first where allowed
-    (decision 008) —; for static sets NUTS over the parameters, the probability exact.
+    (decision 008) —; for static sets the probability exact and the parameters drawn iid from
+    their conjugate posteriors (NUTS over them with ``method="nuts"``).
 
     Parameters
     ----------
@@ -1093,11 +1097,83 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     """
     run = _Run.start(scenario_set, evidence, settings or FitSettings(), progress)
     rejected: dict[str, list[str]] = {}  # estimators that failed the gate, and why
-    outcome = _by_paths(run, rejected) if run.dynamic else None
+    if run.dynamic:
+        outcome = _by_paths(run, rejected)
+    elif run.sampler.method == "nuts":
+        outcome = None
+    else:
+        outcome = _by_conjugacy(run)
     if outcome is None:
         outcome = _by_nuts(run, cache if cache is not None else DEFAULT_CACHE, rejected)
     run.say("forecasting")
     return _summarise(run, outcome)
+
+
+def _static_emissions(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> np.ndarray:
+    """(T, K) `log_emission` in NumPy: each period's sequential predictive log density."""
+    def cumulative(x):
+        return np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)], axis=0)
+
+    tallies = None if arrays.tallies is None or not arrays.tallies.shape[-1] else \
+        cumulative(arrays.tallies)
+    cum = log_marginal(scenario_set, cumulative(arrays.counts), cumulative(arrays.exposure),
+                       cumulative(arrays.sumsq), tallies, math=NUMPY)
+    return (cum[1:] - cum[:-1]).sum(axis=1)
+
+
+def _by_conjugacy(run: _Run) -> _Outcome:
+    """A static set: the probability exact, the parameters iid from their conjugate posteriors.
+
+    Under "scenario k in force throughout", θ[j, k] | y is the conjugate update of its prior
+    by the indicator's totals (`indicators.kinds.Kind.conditional_draw`): independent exact
+    draws, no chain (R̂ 1, ESS the number of draws), nothing to compile. The draws serve the
+    parameter summaries and the milestone forecasts; the scenario probability never depends on
+    them.
+    """
+    scenario_set, arrays, sampler = run.scenario_set, run.arrays, run.sampler
+    started = time.perf_counter()
+    k = len(scenario_set.scenarios)
+    chains, per_chain = sampler.chains, sampler.draws
+    n = chains * per_chain
+    rng = np.random.default_rng(run.seed)
+    emissions = _static_emissions(scenario_set, arrays)
+    path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
+    log_joint = np.log(np.asarray(scenario_set.prior, dtype=float)) + emissions.sum(axis=0)
+    probability = np.exp(log_joint - np.logaddexp.reduce(log_joint))
+    coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(per_chain),
+                              "scenario": list(scenario_set.scenario_ids)}
+    variables: dict[str, Any] = {}
+    for kind, idx, specs in kind_groups(scenario_set):
+        def totals(x):  # (J_kind[, L]) → (S, J_kind, K[, L]): every scenario sees all periods
+            summed = x.sum(axis=0)
+            return np.broadcast_to(np.expand_dims(summed, 1),
+                                   (n, summed.shape[0], k, *summed.shape[1:]))
+
+        statistics = {"counts": totals(arrays.counts[:, idx]),
+                      "exposure": totals(arrays.exposure[:, idx])}
+        if arrays.tallies is not None and arrays.tallies.shape[-1]:
+            statistics["tallies"] = totals(arrays.tallies[:, idx])
+        values = kind.conditional_draw(specs, statistics, rng)
+        dim = f"{kind.lookup_name}_indicator"
+        coords[dim] = [spec.id for spec in specs]
+        extra = values.shape[3:]
+        if extra:
+            coords[CATEGORY] = list(range(extra[0]))
+        variables[kind.parameter] = (
+            ("chain", "draw", dim, "scenario", *((CATEGORY,) if extra else ())),
+            values.reshape(chains, per_chain, len(specs), k, *extra))
+    alpha = np.broadcast_to(probability, (n, k)).copy()
+    variables[PROBABILITY] = (("chain", "draw", "scenario"), alpha.reshape(chains, per_chain, k))
+    posterior = xr.Dataset(variables, coords=coords)
+    datatree = xr.DataTree.from_dict({"posterior": posterior})
+    diagnostics = Diagnostics(max_rhat=1.0, min_ess_bulk=float(n), divergences=0, max_mcse=0.0,
+                              passed=True, failures=())
+    return _Outcome(probability=probability, mcse=np.zeros(k), diagnostics=diagnostics,
+                    path=path, posterior=datatree["posterior"], alpha=alpha,
+                    transitions=np.broadcast_to(np.eye(k), (n, k, k)), filtered=path,
+                    emissions=emissions, datatree=datatree,
+                    sampler=ConjugateSampler(draws=per_chain, chains=chains),
+                    timings=Timings(compile_s=0.0, sample_s=time.perf_counter() - started))
 
 
 def _by_paths(run: _Run, rejected: dict[str, list[str]]) -> _Outcome | None:

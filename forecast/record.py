@@ -166,7 +166,7 @@ class PathsSampler(_SamplerRecord):
 
 @dataclass(frozen=True)
 class NutsSampler(_SamplerRecord):
-    """nutpie's NUTS: every static fit, and the dynamic fits the path estimator failed."""
+    """nutpie's NUTS: the dynamic fits the path estimator failed (static ones when asked)."""
 
     NAME: ClassVar[str] = "nutpie"
     draws: int
@@ -197,8 +197,20 @@ class PsisSampler(_SamplerRecord):
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-SamplerRecord = PathsSampler | NutsSampler | PsisSampler
-_SAMPLERS: dict[str, type[Any]] = {c.NAME: c for c in (PathsSampler, NutsSampler, PsisSampler)}
+@dataclass(frozen=True)
+class ConjugateSampler(_SamplerRecord):
+    """A static set's parameters drawn iid from their conjugate posteriors (no chain)."""
+
+    NAME: ClassVar[str] = "conjugate"
+    draws: int  # per chain
+    chains: int  # the iid draws split in this many groups, shaped like a sampler's
+    transitions: str = "identity"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+SamplerRecord = PathsSampler | NutsSampler | PsisSampler | ConjugateSampler
+_SAMPLERS: dict[str, type[Any]] = {c.NAME: c for c in (PathsSampler, NutsSampler, PsisSampler,
+                                                        ConjugateSampler)}
 
 
 def sampler_from_dict(data: Mapping[str, Any]) -> SamplerRecord:
