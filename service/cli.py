@@ -301,12 +301,16 @@ def sets_load(
             count = len(exc.problems)
             _fail(f"{file}: {_plural(count, 'problem')}; nothing was loaded:\n"
                   + "\n".join(f"  {p}" for p in exc.problems))
-    if not changed:
-        out.print(f"unchanged: scenario set {scenario_set.id} is already loaded with this content")
-        return
+        if not changed:
+            out.print(f"unchanged: scenario set {scenario_set.id} is already loaded with this "
+                      "content")
+            return
+        queued = queue_refits(svc.store, [scenario_set.id],
+                              requested_by=f"set {scenario_set.id} loaded")
     out.print(f"loaded scenario set {scenario_set.id} ({scenario_set.title}): "
               f"{_plural(len(scenario_set.scenarios), 'scenario')}, "
-              f"{_plural(len(scenario_set.indicators), 'indicator')}")
+              f"{_plural(len(scenario_set.indicators), 'indicator')}"
+              f"{_queued_words(queued)}")
 
 
 # -- observations -------------------------------------------------------------------------
@@ -726,8 +730,8 @@ def serve(
         ids = []
     for sid in ids or ["<id>"]:
         lines.append(f"  posterior  {base}/v1/sets/{sid}/posterior")
-    lines.append("  scheduler  " + ("on (refits every "
-                                    f"{settings.refit_interval} s when the evidence changes)"
+    lines.append("  scheduler  " + ("on (a write queues a refit of the sets it touches; "
+                                    f"evidence also checked every {settings.refit_interval} s)"
                                     if settings.scheduler else "off (SIGNPOST_SCHEDULER=false)"))
     out.print("\n".join(lines), markup=False)
     uvicorn.run("service.api.app:app_factory", factory=True, host=host, port=port)

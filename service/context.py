@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 
+from service.changes import ChangeFeed
 from service.db import Database
 from service.posterior import PosteriorCache
 from service.runner import FitRunner, make_owner
@@ -34,6 +35,7 @@ class Services:
     runner: FitRunner
     scheduler: RefitScheduler | None = field(default=None)
     posterior_cache: PosteriorCache = field(default_factory=PosteriorCache)
+    feed: ChangeFeed | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings, worker_mode: str | None = None,
@@ -51,15 +53,25 @@ class Services:
         runner.on_publish.append(services.posterior_cache.invalidate)
         return services
 
+    def change_feed(self) -> ChangeFeed:
+        """The process's feed of committed changes (started on first use)."""
+        if self.feed is None:
+            self.feed = ChangeFeed(self.settings.url, poll=self.settings.change_poll).start()
+        return self.feed
+
     def start_scheduler(self) -> RefitScheduler:
-        """Start the refit scheduler in background threads."""
-        self.scheduler = RefitScheduler(self.store, self.runner, self.settings.refit_interval,
-                                        self.settings.queue_poll)
+        """Start the refit scheduler in background threads, woken by the change feed."""
+        settings = self.settings
+        self.scheduler = RefitScheduler(self.store, self.runner, settings.refit_interval,
+                                        settings.queue_poll, feed=self.change_feed(),
+                                        settle=settings.settle, settle_max=settings.settle_max)
         self.scheduler.start()
         return self.scheduler
 
     def close(self) -> None:
-        """Stop the scheduler and the worker, close database connections."""
+        """Stop the change feed, the scheduler and the worker; close database connections."""
+        if self.feed is not None:
+            self.feed.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
         self.pool.shutdown()

@@ -1,20 +1,28 @@
 """The refit scheduler (APScheduler 3.x), one per deployment.
 
-Per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL`` seconds queues and runs a fit when the
-evidence hash (or the set) changed since the last fit that reached a verdict. Another job
-drains queued fits (``POST /v1/fits``, ``signpost refit``) and takes over fits whose worker
-died (expired lease). Cross-process safety comes from the lease in the database, not from
-APScheduler's in-memory ``max_instances`` (docs/design.md, "Service: storage, API, scheduler,
-worker, leases").
+Refits follow the evidence: every committed observation, retraction, review or set load queues
+a fit of the sets it touches (`queue_refits`: one pending fit per set, so a burst is one fit)
+and announces it (`service.changes`); the scheduler hears of it at once — PostgreSQL
+``LISTEN``, or SQLite's change counter — from whichever process wrote it, waits until the
+writes have been quiet for ``SIGNPOST_SETTLE`` seconds (at most ``SIGNPOST_SETTLE_MAX``), and
+runs the queued fits. Safety nets: per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL``
+seconds queues and runs a fit when the evidence hash (or the set) changed since the last fit
+that reached a verdict; another job drains queued fits every ``SIGNPOST_QUEUE_POLL`` seconds
+(``POST /v1/fits``, ``signpost refit``) and takes over fits whose worker died (expired lease).
+Cross-process safety comes from the lease in the database, not from APScheduler's in-memory
+``max_instances`` (docs/design.md, "Service: storage, API, scheduler, worker, leases").
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from service.changes import ChangeFeed, announce
 from service.db import Database
 from service.repositories.evidence import evidence_of
 from service.repositories.fits import (
@@ -49,16 +57,30 @@ class RefitScheduler:
     refit_interval : float
         Seconds between evidence checks of one set.
     queue_poll : float
-        Seconds between polls for queued or orphaned fits.
+        Seconds between polls for queued or orphaned fits (the safety net of the change feed).
+    feed : ChangeFeed, optional
+        Where committed changes are heard; without one, queued fits wait for the queue poll.
+    settle : float
+        Seconds of quiet after a change before the queued fits run (a burst is one fit).
+    settle_max : float
+        The longest a change waits for that quiet.
 
     """
 
     def __init__(self, store: Database, runner: FitRunner, refit_interval: float,
-                 queue_poll: float):
+                 queue_poll: float, feed: ChangeFeed | None = None, settle: float = 0.1,
+                 settle_max: float = 5.0):
         self.store = store
         self.runner = runner
         self.refit_interval = refit_interval
         self.queue_poll = queue_poll
+        self.feed = feed
+        self.settle = settle
+        self.settle_max = settle_max
+        self._changed = threading.Condition()
+        self._first_change: float | None = None
+        self._last_change = 0.0
+        self._stopping = False
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1,
@@ -74,11 +96,47 @@ class RefitScheduler:
         self.scheduler.add_job(self.sync_sets, "interval", seconds=60, id="sync-sets",
                                replace_existing=True, next_run_time=datetime.now(UTC))
         self.scheduler.start()
+        if self.feed is not None:
+            self.feed.subscribe(self.heard)
+            threading.Thread(target=self._follow_changes, daemon=True,
+                             name="refit-on-change").start()
 
     def shutdown(self) -> None:
         """Stop scheduling (running jobs finish in their threads)."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    def heard(self, topics: set[str]) -> None:
+        """A change was committed somewhere (the feed's callback): drain once it settles."""
+        if topics <= {"published"}:  # our own news; nothing new to fit
+            return
+        with self._changed:
+            now = time.monotonic()
+            self._last_change = now
+            if self._first_change is None:
+                self._first_change = now
+            self._changed.notify_all()
+
+    def _follow_changes(self) -> None:
+        """Drain the queue after each settled change (one thread: drains never overlap)."""
+        while True:
+            with self._changed:
+                while self._first_change is None and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                while not self._stopping:  # wait for quiet, or for settle_max
+                    now = time.monotonic()
+                    due = min(self._last_change + self.settle,
+                              self._first_change + self.settle_max)
+                    if now >= due:
+                        break
+                    self._changed.wait(due - now)
+                self._first_change = None
+            self.drain()
 
     def sync_sets(self) -> None:
         """Give every loaded set its refit job (sets loaded later get one too)."""
@@ -134,7 +192,8 @@ class RefitScheduler:
 def queue_refits(store: Database, set_ids: list[str], requested_by: str) -> dict[str, str]:
     """Queue a refit of each set whose evidence changed (a review, say); returns the fit ids.
 
-    The scheduler's drain job (every ``SIGNPOST_QUEUE_POLL`` seconds) runs them.
+    The scheduler hears of it at once (`service.changes`) and runs them once the writes
+    settle; its drain job (every ``SIGNPOST_QUEUE_POLL`` seconds) is the safety net.
     """
     queued = {}
     for set_id in set_ids:
@@ -142,4 +201,7 @@ def queue_refits(store: Database, set_ids: list[str], requested_by: str) -> dict
                                                  after_running=True)
         if fit_id:
             queued[set_id] = fit_id
+    if set_ids:  # also when nothing was queued: the scheduler waits for a burst to settle
+        with store.Session.begin() as session:
+            announce(session, "evidence", set_ids)
     return queued

@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; SQLite under var/ if empty")
     var_dir: Path = Path("var")
     refit_interval: int = Field(default=900, gt=0, description="seconds between refit checks")
-    queue_poll: float = Field(default=2.0, gt=0, description="seconds between queued-fit polls")
+    queue_poll: float = Field(default=2.0, gt=0, description=(
+        "seconds between queued-fit polls (a safety net: the change feed runs them at once)"))
+    change_poll: float = Field(default=0.05, gt=0, description=(
+        "SQLite: seconds between reads of the database's change counter (PostgreSQL: LISTEN)"))
+    settle: float = Field(default=0.1, ge=0, description=(
+        "seconds of quiet after a write before its refit starts (a burst is one fit)"))
+    settle_max: float = Field(default=5.0, ge=0, description=(
+        "the longest a write's refit waits for that quiet"))
     stale_after: int = Field(default=86_400, gt=0,
                              description="seconds after which a posterior is flagged stale")
     lease_seconds: int = Field(default=120, gt=0, description="lease length; renewed during a fit")

@@ -24,10 +24,26 @@ log = logging.getLogger("signpost.api")
 
 
 async def _poll_posteriors(services: Services) -> None:
-    """Keep the posterior cache current: one version check per cached set, every poll."""
+    """Keep the posterior cache current: one version check per cached set.
+
+    After each change the change feed hears (a fit published by any process) and at the
+    latest every ``SIGNPOST_CACHE_POLL`` seconds (the safety net).
+    """
     cache, store, settings = services.posterior_cache, services.store, services.settings
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def heard(topics: set[str]) -> None:  # the feed's thread
+        if topics & {"published", "any", "reconnected"}:
+            loop.call_soon_threadsafe(changed.set)
+
+    services.change_feed().subscribe(heard)
     while True:
-        await asyncio.sleep(settings.cache_poll)
+        try:
+            await asyncio.wait_for(changed.wait(), settings.cache_poll)
+        except TimeoutError:
+            pass
+        changed.clear()
         try:
             await run_in_threadpool(cache.refresh, store, store.clock(), settings.stale_after)
         except Exception:  # a database hiccup: serve what we have, try again next poll

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from service.changes import announce
 from service.db import FitRow, LeaseRow
 from service.errors import NotFound
 from service.repositories.sets import get_set
@@ -55,6 +56,7 @@ def queue_fit(db: Database, *, scenario_set: ScenarioSet, requested_by: str = ""
         session.add(FitRow(id=fit_id, set_id=scenario_set.id, kind=kind, status="queued",
                            requested_by=requested_by, created_at=db.clock(),
                            as_of=as_of, attempts=0))
+        announce(session, "queued", [scenario_set.id])
     return fit_id
 
 
@@ -68,9 +70,11 @@ def get_fit(db: Database, *, fit_id: str) -> FitRow:
 
 
 def update_fit(db: Database, *, fit_id: str, **values: Any) -> None:
-    """Set columns of a fit row."""
+    """Set columns of a fit row (a publication is announced to every process listening)."""
     with db.Session.begin() as session:
         session.execute(update(FitRow).where(FitRow.id == fit_id).values(**values))
+        if values.get("status") == "published":
+            announce(session, "published")
 
 
 def latest_published(db: Database, *, set_id: str, kind: str = "live") -> FitRow | None:
