@@ -38,14 +38,24 @@ simulations takes a draw s, its ``z_T`` from the draw's filtered ``P(z_T | y, A_
 ``P(Z_end | y, y_future)`` re-weights ``n_inner`` draws r by ``p(y_future | y, r)``: a forward
 filter over the future periods from each draw's filtered ``z_T`` and its ``A_r``, whose end
 state is also each draw's ``P(Z_end | y, y_future, r)``. Given the draws, the information is
-``H(Z_end | y)`` (all draws) minus the mean over the simulations of ``H(Z_end | y, y_future)``,
-with the Monte Carlo standard error ``sd / √n_sims`` of those entropies. The estimate is ≥ 0
-in expectation but not in every run: it is clipped at 0 only in ``information_bits``
-(``mcse_bits`` says how far to trust it). In a dynamic set the scenario may change within the
-N periods, so the statistic is no longer sufficient: the information is that of the whole
-sequence of future observations (what the filter reads), and the reported outcome is still the
-statistic, its ``P(Z_end | y, outcome)`` estimated from ``max(n_sims, 4000)`` simulated paths
-with the outcome's probability given each path in closed form (Rao–Blackwellised).
+``H(Z_end | y)`` minus the mean over the simulations of ``H(Z_end | y, y_future)``; it is
+computed as the mean of ``KL(P(Z_end | y, y_future) || P(Z_end | y))``, which is that
+difference plus ``Σ_k (P(k | y) − P(k | y, y_future))·log P(k | y)``, a term of mean zero (the
+posterior after is on average the posterior before) that removes most of the Monte Carlo
+variance: without it the per-simulation entropies scatter around ``H(Z_end | y)`` even for an
+indicator that tells nothing. ``mcse_bits`` is the sd of the per-simulation terms / √n_sims.
+The estimate is ≥ 0 in every run (each KL is), but it is an estimate: an indicator worth
+nothing still shows a few MCSE of noise and of the bias of re-weighting finitely many draws.
+Futures that coincide are filtered once (a milestone has only N + 1), with each period's
+likelihoods tabulated per distinct observation, in one jitted loop: the bundled convergence set
+(13 indicators, 4 scenarios, 56 periods, 4,000 draws) takes ~0.5 s for N = 4.
+
+In a dynamic set the scenario may change within the N periods, so the statistic is no longer
+sufficient: the information is that of the whole sequence of future observations (what the
+filter reads), and the reported outcome is still the statistic, its ``P(Z_end | y, outcome)``
+estimated from ``max(n_sims, 4000)`` simulated (draw, path) pairs with the outcome's
+probability given each path in closed form (Rao–Blackwellised); its ``before`` is
+``P(Z_end | y)`` over all the draws.
 
 Nothing here touches a database, the network or the clock; arrays in, dataclasses out.
 """
@@ -119,8 +129,8 @@ class WatchItem:
     indicator, kind : str
         The indicator id and its kind.
     information_bits : float
-        ``I(future observations; Z_end | evidence)`` in bits (≥ 0; a Monte Carlo estimate
-        clipped at 0 for a dynamic set).
+        ``I(future observations; Z_end | evidence)`` in bits (≥ 0; for a dynamic set a
+        Monte Carlo estimate, never negative).
     mcse_bits : float
         Its Monte Carlo standard error (0.0 when exact).
     exact : bool
@@ -441,13 +451,6 @@ def _categorical(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(p.shape[0])[:, None]
     return np.minimum((np.cumsum(p, axis=1) < u * p.sum(axis=1, keepdims=True)).sum(axis=1),
                       p.shape[1] - 1)
-
-
-def _entropy_bits(p: np.ndarray) -> np.ndarray:
-    """Entropy (bits) along the last axis."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
-    return -terms.sum(axis=-1)
 
 
 @dataclass(frozen=True)
