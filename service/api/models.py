@@ -499,3 +499,153 @@ class ReviewPage(Public):
     items: list[ReviewPublic]
     total: int
     next: str | None
+
+
+# -- the analyst's loop: attribution, what-if, watchlist ------------------------------------
+
+class WordedProbability(Public):
+    """A probability with its estimative words (and its MCSE where estimated)."""
+
+    probability: float
+    words: str | None
+    mcse: float | None = None
+
+
+class FitOf(Public):
+    """Which published fit an analysis reads."""
+
+    set_id: str
+    fit_id: str
+    fitted_at: Timestamp | None
+    evidence_through: Date | None
+
+
+class IndicatorAttribution(Public):
+    """One indicator's log marginal likelihood under each scenario held throughout."""
+
+    id: str
+    kind: str
+    log_likelihood: dict[str, float]
+
+
+class ObservationAttribution(Public):
+    """One observation's leave-one-out shift and its shift were it graded F6."""
+
+    id: int
+    indicator: str
+    date: Date
+    grade: str | None
+    value: float
+    delta_log_probability: dict[str, float | None] = Field(description=(
+        "log P(k | evidence) − log P(k | evidence without it), per scenario"))
+    delta_mcse: dict[str, float | None]
+    without: dict[str, WordedProbability]
+    delta_log_probability_if_f6: dict[str, float | None]
+    if_f6: dict[str, WordedProbability]
+    critical: bool = Field(description="removing it changes the most probable scenario")
+
+
+class Move(Public):
+    """How one scenario moved from the previous published fit to this one."""
+
+    to: float
+    words: str | None
+    change: float | None
+    from_: float | None = Field(alias="from")
+
+
+class SincePrevious(Public):
+    """What entered between the previous published fit and this one."""
+
+    previous_fit_id: str | None
+    observations: list[dict[str, Any]]
+    retractions: list[dict[str, Any]]
+    reviews: list[dict[str, Any]]
+    moved: dict[str, Move]
+
+
+class Attribution(FitOf):
+    """Why the published posterior is what it is."""
+
+    method: str
+    evidence_matches_fit: bool
+    prior: dict[str, float]
+    posterior: dict[str, WordedProbability]
+    indicators: list[IndicatorAttribution]
+    observations: list[ObservationAttribution]
+    critical: list[int]
+    since_previous: SincePrevious
+
+
+class WhatIfScenario(Public):
+    """A scenario's probability as if the changes were logged, beside the published one."""
+
+    id: str
+    name: str
+    prior: float
+    probability: float
+    mcse: float
+    words: str | None
+    published: float
+    change: float
+
+
+class WhatIf(Public):
+    """The posterior as if some observations and reviews were logged; nothing was stored."""
+
+    set_id: str
+    based_on_fit: str
+    stored: bool
+    method: str
+    pareto_k: float | None
+    evidence_hash: str
+    added: int
+    without: list[int]
+    reviews: int
+    scenarios: list[WhatIfScenario]
+    forecast: dict[str, Any] | None = None
+
+
+class WatchOutcome(Public):
+    """The outcome of an indicator's next periods that would move the posterior most."""
+
+    label: str
+    probability: float | None
+    scenario: str
+    before: float
+    after: float
+    words_before: str | None
+    words_after: str | None
+    posterior_after: dict[str, WordedProbability]
+
+
+class WatchItem(Public):
+    """One indicator's information about the scenario in force after the next periods."""
+
+    indicator: str
+    kind: str
+    information_bits: float
+    mcse_bits: float
+    exact: bool
+    reported: bool
+    summary: str
+    outcome: WatchOutcome | None
+
+
+class Watchlist(FitOf):
+    """Indicators ranked by the information of their next ``periods`` periods."""
+
+    periods: int
+    period: str
+    items: list[WatchItem]
+
+
+class WhatIfBody(BaseModel):
+    """Changes to try: observations to add, observation ids to leave out, reviews to add."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    observations: list[ObservationCreate] = []
+    without: list[int] = []
+    reviews: list[ReviewIn] = []
+    forecast: bool = Field(default=False, description="the forecast and milestones too")

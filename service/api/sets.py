@@ -10,9 +10,19 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ServicesDep, SettingsDep, StoreDep, read_access
+from service.analysis import attribution_payload, watchlist_payload, what_if_payload
+from service.api.deps import (
+    AnalystKey,
+    JsonObject,
+    ServicesDep,
+    SettingsDep,
+    StoreDep,
+    body_schema,
+    read_access,
+)
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import (
+    Attribution,
     Forecast,
     History,
     Milestones,
@@ -22,6 +32,9 @@ from service.api.models import (
     ReplayQueued,
     SetDetail,
     SetSummary,
+    Watchlist,
+    WhatIf,
+    WhatIfBody,
 )
 from service.api.responses import cached_json, render, rendered_json
 from service.errors import NotFound
@@ -136,3 +149,51 @@ async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
                              "as_of": when.isoformat()}, status_code=202,
                             headers={"Location": f"/v1/fits/{row.id}"})
     return JSONResponse(replay_payload(store, scenario_set, row))
+
+
+@router.get("/{set_id}/attribution", response_model=Attribution)
+def get_attribution(set_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Why the published posterior is what it is.
+
+    ``indicators``: each indicator's log marginal likelihood under each scenario held
+    throughout (for a static set softmax(log prior + Σ indicators) is the posterior);
+    ``observations``: each observation's ``delta_log_probability`` = log P(k | evidence) −
+    log P(k | evidence without it), its shift were it graded F6, and ``critical`` when removing
+    it changes the most probable scenario (exact for static sets; for dynamic sets exact given
+    each posterior draw, PSIS re-weighted over the draws); ``since_previous``: what entered
+    since the previous published fit and how each scenario moved.
+    """
+    return attribution_payload(store, sets.get_set(store, set_id=set_id), settings,
+                               settings.word_table())
+
+
+@router.get("/{set_id}/watchlist", response_model=Watchlist,
+            responses={422: ERROR_RESPONSES[422]})
+def get_watchlist(set_id: str, store: StoreDep, settings: SettingsDep,
+                  periods: Annotated[int, Query(ge=1, le=40, description=(
+                      "how many periods ahead to look"))] = 4) -> dict[str, Any]:
+    """Indicators ranked by ``information_bits``, what their next ``periods`` tell.
+
+    The mutual information between an indicator's observations over the next ``periods``
+    periods and the scenario in force at the end of them (exact for static sets; Monte Carlo
+    with ``mcse_bits`` for dynamic ones), each with the outcome that would move the posterior most.
+    """
+    return watchlist_payload(store, sets.get_set(store, set_id=set_id), settings, periods,
+                             settings.word_table())
+
+
+@router.post("/{set_id}/what-if", response_model=WhatIf, openapi_extra=body_schema(WhatIfBody),
+             responses={s: ERROR_RESPONSES[s] for s in (403, 413, 422)})
+def post_what_if(set_id: str, key: AnalystKey, body: JsonObject, store: StoreDep,
+                 settings: SettingsDep) -> dict[str, Any]:
+    """The posterior as if some changes were logged; nothing is stored.
+
+    ``observations`` as if logged, ``without`` as if retracted, ``reviews`` as if recorded,
+    each validated as the real request would be.
+
+    A static set: exact. A dynamic set: the published fit's draws re-weighted (PSIS) when
+    their Pareto k̂ ≤ 0.7, else (or with ``"forecast": true``) a fit made here and now.
+    """
+    del key  # an analyst's question: it stores nothing, but it costs a fit
+    return what_if_payload(store, sets.get_set(store, set_id=set_id), settings, body,
+                           settings.word_table())
