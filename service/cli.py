@@ -36,6 +36,7 @@ from indicators import (
 )
 from priors import ScenarioSetError
 from service import migrate
+from service.analysis import attribution_payload, watchlist_payload, what_if_payload
 from service.context import Services
 from service.db import Database, aware
 from service.errors import ServiceError
@@ -634,6 +635,129 @@ def forecast(
     out.print(table)
     out.print("P(by) counts from the period where the evidence stops being complete. "
               + _coverage_words(payload, scenario_set.period), markup=False)
+
+
+# -- the analyst's loop: why, what if, what to watch ----------------------------------------
+
+
+def _moves(probabilities: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{k} {printed(v['probability'], v.get('mcse'))}"
+                     for k, v in probabilities.items())
+
+
+@app.command()
+@command
+def why(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    top: Annotated[int, typer.Option(help="How many observations to list.", min=1)] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Why the published posterior is what it is: indicators, observations, critical ones."""
+    with services() as svc:
+        payload = attribution_payload(svc.store, get_set(svc.store, set_id=set_id),
+                                      svc.settings, svc.settings.word_table())
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    ids = list(payload["prior"])
+    lead = max(ids, key=lambda k: payload["posterior"][k]["probability"])
+    out.print(f"[bold]{set_id}[/bold], fit {payload['fit_id']} ({payload['method']}): "
+              + ", ".join(f"{k} {printed(v['probability'], v.get('mcse'))} {v['words']}"
+                          for k, v in payload["posterior"].items()))
+    table = Table(title="indicators: log likelihood under each scenario (higher fits better)")
+    table.add_column("indicator")
+    for k in ids:
+        table.add_column(k, justify="right")
+    for item in payload["indicators"]:
+        table.add_row(item["id"], *(f"{item['log_likelihood'][k]:.2f}" for k in ids))
+    out.print(table)
+    table = Table(title=f"observations that moved {lead} most (critical: without it, "
+                        f"{lead} is not the most probable)")
+    for column in ("id", "date", "indicator", "grade", "Δ log P", "without", "if F6", ""):
+        table.add_column(column, justify="right" if column in ("Δ log P", "without", "if F6")
+                         else "left")
+    for item in sorted(payload["observations"],
+                       key=lambda o: -abs(o["delta_log_probability"][lead] or 0.0))[:top]:
+        delta = item["delta_log_probability"][lead]
+        table.add_row(str(item["id"]), item["date"], item["indicator"], item["grade"] or "",
+                      f"{delta:+.3f}" if delta is not None else "—",
+                      printed(item["without"][lead]["probability"], None),
+                      printed(item["if_f6"][lead]["probability"], None),
+                      "critical" if item["critical"] else "")
+    out.print(table)
+    since = payload["since_previous"]
+    if since["previous_fit_id"]:
+        moved = ", ".join(f"{k} {m['from']:.3f} → {m['to']:.3f}" for k, m in since["moved"].items())
+        out.print(f"since fit {since['previous_fit_id'][:8]}: {len(since['observations'])} "
+                  f"observations, {len(since['retractions'])} retractions, "
+                  f"{len(since['reviews'])} reviews; {moved}", markup=False)
+
+
+@app.command()
+@command
+def watch(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    periods: Annotated[int, typer.Option(help="How many periods ahead.", min=1, max=40)] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """What to watch: indicators ranked by what their next periods would tell (bits)."""
+    with services() as svc:
+        payload = watchlist_payload(svc.store, get_set(svc.store, set_id=set_id), svc.settings,
+                                    periods, svc.settings.word_table())
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"{set_id}: the next {periods} {payload['period']}s")
+    for column in ("indicator", "bits", "± mcse", "the outcome that would move it most"):
+        table.add_column(column, justify="right" if column in ("bits", "± mcse") else "left")
+    for item in payload["items"]:
+        table.add_row(item["indicator"], f"{item['information_bits']:.3f}",
+                      "exact" if item["exact"] else f"{item['mcse_bits']:.3f}",
+                      "already reported" if item["reported"] else item["summary"])
+    out.print(table)
+
+
+@app.command("what-if")
+@command
+def what_if(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    indicator: Annotated[str | None, typer.Option(help="Indicator id of an observation to "
+                                                       "try.")] = None,
+    date: Annotated[str | None, typer.Option(help="When it happened (YYYY-MM-DD).")] = None,
+    value: Annotated[str | None, typer.Option(help="Count or signal value (default 1).")] = None,
+    grade: Annotated[str | None, typer.Option(help="Admiralty grade, e.g. B2.")] = None,
+    source: Annotated[str | None, typer.Option(help="Who reported it.")] = None,
+    url: Annotated[str | None, typer.Option(help="Where it was reported.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="Observations to try, as an import CSV.")] = None,
+    without: Annotated[list[int] | None, typer.Option(help="An observation id to leave out "
+                                                          "(repeatable).")] = None,
+    forecast: Annotated[bool, typer.Option(help="Also the forecast.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """The posterior as if observations were logged (or left out); nothing is stored."""
+    observations: list[dict[str, Any]] = []
+    if indicator is not None or date is not None:
+        fields = {"indicator": indicator, "date": date, "value": value, "grade": grade,
+                  "source": source, "url": url, "note": note}
+        observations.append({k: v for k, v in fields.items() if v is not None})
+    with services() as svc:
+        if csv is not None:
+            read, _ = read_observations_csv(csv, get_catalog(svc.store), today=svc.store.today(),
+                                            grades=svc.store.grades)
+            observations += [o.model_dump(mode="json", exclude_none=True) for o in read]
+        payload = what_if_payload(svc.store, get_set(svc.store, set_id=set_id), svc.settings,
+                                  {"observations": observations, "without": without or [],
+                                   "forecast": forecast}, svc.settings.word_table())
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    out.print(f"{set_id} as if {payload['added']} observations were logged and "
+              f"{len(payload['without'])} left out ({payload['method']}); nothing was stored",
+              markup=False)
+    for s in payload["scenarios"]:
+        out.print(f"  {s['id']:<22} {printed(s['published'], None)} → "
+                  f"{printed(s['probability'], s['mcse'])} {s['words']}", markup=False)
 
 
 def _when(entry: dict[str, Any] | None) -> str:
