@@ -9,7 +9,6 @@ Monte Carlo error.
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pytest
@@ -265,7 +264,7 @@ def test_a_single_decisive_report_is_critical_and_the_others_are_not(milestones_
     assert np.argmax(cue.probability_if_f6) == 0
 
 
-def test_a_hundred_rows_on_a_static_set_take_well_under_a_second():
+def test_a_hundred_rows_on_a_static_set():
     text = ALL_KINDS + LEVEL_BLOCK + """  patrols:
     kind: count
     name: Patrols
@@ -283,10 +282,8 @@ def test_a_hundred_rows_on_a_static_set_take_well_under_a_second():
     through = dt.date(2014, 12, 31)
     rows = _random_rows(scenario_set, 100, through, np.random.default_rng(7))
     observation_influence(scenario_set, rows[:2], as_of=through, coverage=None)  # warm
-    started = time.perf_counter()
     influences = observation_influence(scenario_set, rows, as_of=through, coverage=None)
-    assert time.perf_counter() - started < 1.0
-    assert len(influences) == 100
+    assert len(influences) == 100  # its time: make bench-loop (what-if) — tests time nothing
 
 
 # -- dynamic sets -----------------------------------------------------------------------------
@@ -497,7 +494,7 @@ indicators:
 """
 
 
-def test_a_hundred_rows_on_4000_draws_of_sixty_periods_take_under_three_seconds():
+def test_a_hundred_rows_on_4000_draws_of_sixty_periods():
     scenario_set = parse_scenario_set(BENCH)
     through = dt.date(2014, 12, 31)
     rng = np.random.default_rng(8)
@@ -505,10 +502,7 @@ def test_a_hundred_rows_on_4000_draws_of_sixty_periods_take_under_three_seconds(
     posterior = _prior_draws(scenario_set, 4, 1000, rng)
     observation_influence(scenario_set, rows[:2], as_of=through, coverage=None,
                           posterior=posterior)  # numba's kernels loaded
-    started = time.perf_counter()
     influences = observation_influence(scenario_set, rows, as_of=through, coverage=None,
                                        posterior=posterior)
-    took = time.perf_counter() - started
-    assert took < 3.0, took
     assert len(influences) == 100
     assert all(np.isfinite(x.probability_without).all() for x in influences)
