@@ -49,7 +49,8 @@ class Services:
         pool = WorkerPool(worker_mode or settings.worker)
         runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,
                            settings.artifacts_dir, owner=make_owner(role))
-        services = cls(settings=settings, store=store, pool=pool, runner=runner)
+        services = cls(settings=settings, store=store, pool=pool, runner=runner,
+                       posterior_cache=PosteriorCache(settings.word_table()))
         runner.on_publish.append(services.posterior_cache.invalidate)
         return services
 

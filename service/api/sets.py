@@ -96,34 +96,39 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
 
 
 @router.get("/{set_id}/history", responses=_rendered(History, "One row per published fit"))
-def get_history(set_id: str, request: Request, store: StoreDep) -> Response:
+def get_history(set_id: str, request: Request, store: StoreDep,
+                settings: SettingsDep) -> Response:
     """One row per published fit, oldest first, with each scenario's probability."""
     scenario_set = sets.get_set(store, set_id=set_id)
     return cached_json(request, history_payload(scenario_set,
-                                                fits.fit_history(store, set_id=set_id)))
+                                                fits.fit_history(store, set_id=set_id),
+                                                settings.word_table()))
 
 
 @router.get("/{set_id}/path", responses=_rendered(Paths, "The filtered path"))
-def get_path(set_id: str, request: Request, store: StoreDep) -> Response:
+def get_path(set_id: str, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     """The filtered path: P(scenario in force in period t | evidence up to t), every period."""
-    return cached_json(request, path_payload(store, sets.get_set(store, set_id=set_id)))
+    return cached_json(request, path_payload(store, sets.get_set(store, set_id=set_id),
+                                             settings.word_table()))
 
 
 @router.get("/{set_id}/forecast", responses=_rendered(Forecast, "The forecast at a horizon")
             | {422: ERROR_RESPONSES[422]})
-def get_forecast(set_id: str, request: Request, store: StoreDep,
+def get_forecast(set_id: str, request: Request, store: StoreDep, settings: SettingsDep,
                  horizon: Annotated[str, Query(description="a date up to the set's end, "
                                                            "YYYY-MM-DD")]) -> Response:
     """P(scenario in force at the horizon) ("at") and P(reached by then) ("by"), with MCSE."""
     return cached_json(request, forecast_payload(store, sets.get_set(store, set_id=set_id),
-                                                 horizon))
+                                                 horizon, settings.word_table()))
 
 
 @router.get("/{set_id}/milestones",
             responses=_rendered(Milestones, "When each scenario and milestone is reached"))
-def get_milestones(set_id: str, request: Request, store: StoreDep) -> Response:
+def get_milestones(set_id: str, request: Request, store: StoreDep,
+                   settings: SettingsDep) -> Response:
     """When each scenario, each rung "or deeper" and each milestone is first reached."""
-    return cached_json(request, milestones_payload(store, sets.get_set(store, set_id=set_id)))
+    return cached_json(request, milestones_payload(store, sets.get_set(store, set_id=set_id),
+                                                   settings.word_table()))
 
 
 @router.get("/{set_id}/replay", responses={
@@ -148,7 +153,7 @@ async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
         return JSONResponse({"set_id": set_id, "fit_id": row.id, "status": row.status,
                              "as_of": when.isoformat()}, status_code=202,
                             headers={"Location": f"/v1/fits/{row.id}"})
-    return JSONResponse(replay_payload(store, scenario_set, row))
+    return JSONResponse(replay_payload(store, scenario_set, row, settings.word_table()))
 
 
 @router.get("/{set_id}/attribution", response_model=Attribution)

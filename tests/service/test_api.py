@@ -147,7 +147,9 @@ def test_openapi_documents_every_route_and_the_error_shape(api):
         "/v1/sets/{set_id}/history", "/v1/sets/{set_id}/path", "/v1/sets/{set_id}/forecast",
         "/v1/sets/{set_id}/milestones", "/v1/sets/{set_id}/replay", "/v1/observations",
         "/v1/observations/{observation_id}/retract", "/v1/reviews",
-        "/v1/reviews/{review_id}/retract", "/v1/fits", "/v1/fits/{fit_id}"}
+        "/v1/reviews/{review_id}/retract", "/v1/fits", "/v1/fits/{fit_id}",
+        "/v1/sets/{set_id}/attribution", "/v1/sets/{set_id}/what-if",
+        "/v1/sets/{set_id}/watchlist"}
     post = spec["paths"]["/v1/observations"]["post"]
     assert "indicator" in post["requestBody"]["content"]["application/json"]["schema"][
         "properties"]

@@ -409,8 +409,6 @@ def test_the_cli_says_the_words_of_a_custom_table(served, clean_env):
     assert "yes" in {s["words"] for s in body["scenarios"]}  # multipolar, 0.60
 
 
-@pytest.mark.xfail(strict=True, reason="the API's routes (service/api/sets.py) and its posterior "
-                   "cache (service/context.py) do not pass settings.word_table() yet")
 def test_the_api_says_the_words_of_a_custom_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'signpost.db'}"
     settings = Settings(var_dir=tmp_path, database_url=url, scheduler=False, worker="inline",
