@@ -1166,8 +1166,11 @@ def _by_conjugacy(run: _Run) -> _Outcome:
     variables[PROBABILITY] = (("chain", "draw", "scenario"), alpha.reshape(chains, per_chain, k))
     posterior = xr.Dataset(variables, coords=coords)
     datatree = xr.DataTree.from_dict({"posterior": posterior})
+    # iid draws: R̂ 1 and an ESS of n by construction; the gate still asks for its ESS
+    failures = ((f"ESS {n} (independent draws) < {run.gate.min_ess_bulk:g}",)
+                if n < run.gate.min_ess_bulk else ())
     diagnostics = Diagnostics(max_rhat=1.0, min_ess_bulk=float(n), divergences=0, max_mcse=0.0,
-                              passed=True, failures=())
+                              passed=not failures, failures=failures)
     return _Outcome(probability=probability, mcse=np.zeros(k), diagnostics=diagnostics,
                     path=path, posterior=datatree["posterior"], alpha=alpha,
                     transitions=np.broadcast_to(np.eye(k), (n, k, k)), filtered=path,
