@@ -1167,7 +1167,7 @@ def _by_conjugacy(run: _Run) -> _Outcome:
     posterior = xr.Dataset(variables, coords=coords)
     datatree = xr.DataTree.from_dict({"posterior": posterior})
     # iid draws: R̂ 1 and an ESS of n by construction; the gate still asks for its ESS
-    failures = ((f"ESS {n} (independent draws) < {run.gate.min_ess_bulk:g}",)
+    failures = ((f"bulk ESS {n} (independent draws) < {run.gate.min_ess_bulk:.0f}",)
                 if n < run.gate.min_ess_bulk else ())
     diagnostics = Diagnostics(max_rhat=1.0, min_ess_bulk=float(n), divergences=0, max_mcse=0.0,
                               passed=not failures, failures=failures)

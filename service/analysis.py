@@ -43,12 +43,12 @@ from priors import ScenarioSet
 from service.db import Database, FitRow, ObservationRow, ReviewRow, aware
 from service.errors import BadRequest, NotFound
 from service.outlook import _published
+from service.posterior import fit_header
 from service.repositories.evidence import _live_reviews
 from service.repositories.fits import fit_history
 from service.repositories.observations import validate_observation
 from service.reviews import validate_review
 from service.settings import Settings
-from service.posterior import fit_header
 from service.words import DEFAULT_WORDS, WordTable, words
 
 # A dynamic what-if re-weights the published draws unless their Pareto k̂ says it cannot.

@@ -174,6 +174,10 @@ class FitRow(Base):
     __table_args__ = (
         Index("ix_fits_set_status_finished", "set_id", "status", "finished_at"),
         Index("ix_fits_status_created", "status", "created_at"),
+        # one queued live fit per set (migration 0006): concurrent writers share it
+        Index("ux_fits_one_queued_per_set", "set_id", unique=True,
+              sqlite_where=text("status = 'queued' AND kind = 'live'"),
+              postgresql_where=text("status = 'queued' AND kind = 'live'")),
     )
 
 

@@ -68,7 +68,7 @@ class RefitScheduler:
     """
 
     def __init__(self, store: Database, runner: FitRunner, refit_interval: float,
-                 queue_poll: float, feed: ChangeFeed | None = None, settle: float = 0.1,
+                 queue_poll: float, feed: ChangeFeed | None = None, settle: float = 0.3,
                  settle_max: float = 5.0):
         self.store = store
         self.runner = runner
@@ -90,7 +90,7 @@ class RefitScheduler:
 
     def start(self) -> None:
         """Schedule the jobs and start the background threads."""
-        self.scheduler.add_job(self.drain, "interval", seconds=self.queue_poll,
+        self.scheduler.add_job(self._drain_on_interval, "interval", seconds=self.queue_poll,
                                id="drain-queue", replace_existing=True,
                                next_run_time=datetime.now(UTC))
         self.scheduler.add_job(self.sync_sets, "interval", seconds=60, id="sync-sets",
@@ -179,6 +179,13 @@ class RefitScheduler:
                 and last.set_hash == scenario_set.content_hash):
             return None
         return queue_fit(store, scenario_set=scenario_set, requested_by=requested_by)
+
+    def _drain_on_interval(self) -> None:
+        """The queue poll's drain, unless writes are still settling (they drain after)."""
+        first = self._first_change
+        if first is not None and time.monotonic() - first < self.settle_max:
+            return
+        self.drain()
 
     def drain(self) -> None:
         """Run queued fits and take over fits whose lease expired."""

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         "seconds between queued-fit polls (a safety net: the change feed runs them at once)"))
     change_poll: float = Field(default=0.05, gt=0, description=(
         "SQLite: seconds between reads of the database's change counter (PostgreSQL: LISTEN)"))
-    settle: float = Field(default=0.1, ge=0, description=(
+    settle: float = Field(default=0.3, ge=0, description=(
         "seconds of quiet after a write before its refit starts (a burst is one fit)"))
     settle_max: float = Field(default=5.0, ge=0, description=(
         "the longest a write's refit waits for that quiet"))

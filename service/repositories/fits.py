@@ -50,13 +50,24 @@ def create_fit(db: Database, *, set_id: str, requested_by: str = "", kind: str =
 
 def queue_fit(db: Database, *, scenario_set: ScenarioSet, requested_by: str = "",
               kind: str = "live", as_of: date | None = None) -> str:
-    """Queue a fit of a set already read from the database; returns its id."""
+    """Queue a fit of a set already read from the database; returns its id.
+
+    A set has at most one queued live fit (a unique index, migration 0006): when another
+    writer queued one first, that fit's id is returned.
+    """
     fit_id = str(uuid.uuid4())
-    with db.Session.begin() as session:
-        session.add(FitRow(id=fit_id, set_id=scenario_set.id, kind=kind, status="queued",
-                           requested_by=requested_by, created_at=db.clock(),
-                           as_of=as_of, attempts=0))
-        announce(session, "queued", [scenario_set.id])
+    try:
+        with db.Session.begin() as session:
+            session.add(FitRow(id=fit_id, set_id=scenario_set.id, kind=kind, status="queued",
+                               requested_by=requested_by, created_at=db.clock(),
+                               as_of=as_of, attempts=0))
+            session.flush()
+            announce(session, "queued", [scenario_set.id])
+    except IntegrityError:
+        existing = pending_fit(db, set_id=scenario_set.id, kind=kind, statuses=("queued",))
+        if kind != "live" or existing is None:
+            raise
+        return existing.id
     return fit_id
 
 

@@ -96,8 +96,8 @@ def test_a_row_from_a_newer_schema_is_refused_saying_what_to_do(stored):
 
 
 def test_an_unknown_estimator_is_refused(stored):
-    with pytest.raises(RecordVersionError,
-                       match=r"^fit record: sampler 'gibbs' is not one of nutpie, paths, psis$"):
+    with pytest.raises(RecordVersionError, match=r"^fit record: sampler 'gibbs' is not one of "
+                                                 r"conjugate, nutpie, paths, psis$"):
         FitRecord.from_dict({**stored, "sampler": {**stored["sampler"], "name": "gibbs"}})
 
 

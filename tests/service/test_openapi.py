@@ -219,6 +219,10 @@ def reads(d: Deployment) -> None:
             d.call("GET", f"/v1/sets/{{set_id}}/{route}", 200, path_params=p)
         d.call("GET", "/v1/sets/{set_id}/forecast", 200, path_params=p,
                params={"horizon": "2030-06-30"})
+        d.call("GET", "/v1/sets/{set_id}/attribution", 200, path_params=p)
+        d.call("GET", "/v1/sets/{set_id}/watchlist", 200, path_params=p, params={"periods": 2})
+        d.call("POST", "/v1/sets/{set_id}/what-if", 200, path_params=p, headers=d.analyst,
+               json={"observations": [{"indicator": "joint_exercise", "date": "2025-06-01"}]})
     # a horizon before the current period: what the filter said then, "by" null
     past = d.call("GET", "/v1/sets/{set_id}/forecast", 200, path_params={"set_id": CONVERGENCE},
                   params={"horizon": "2020-06-30"}).json()

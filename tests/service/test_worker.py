@@ -91,7 +91,8 @@ def test_a_fit_job_crosses_into_the_worker_whose_second_fit_finds_the_model_comp
     scenario_set = parse_scenario_set(COUNTS_ONLY, source="counts-only.yaml")
     shape = (8, len(scenario_set.indicators))
     evidence = make_evidence(scenario_set, np.full(shape, 3.0), np.ones(shape))
-    settings = FitSettings(sampler=SamplerSettings(draws=300, tune=300, chains=2),
+    # NUTS (a static set's default draws need no model): the worker keeps what it compiled
+    settings = FitSettings(sampler=SamplerSettings(draws=300, tune=300, chains=2, method="nuts"),
                            gate=GateSettings(min_ess_bulk=100, max_rhat=1.05))
     pool = WorkerPool("process")
     try:
