@@ -40,7 +40,7 @@ from forecast.model import transition_rows
 from forecast.watchlist import watchlist
 from indicators import Evidence, Review, latest_reviews, resolve_coverage
 from priors import ScenarioSet
-from service.db import Database, FitRow, ObservationRow, ReviewRow, aware
+from service.db import Database, FitRow, ObservationRow, ReviewIndicatorRow, ReviewRow, aware
 from service.errors import BadRequest, NotFound
 from service.outlook import _published
 from service.posterior import fit_header
@@ -252,7 +252,10 @@ def since_previous(store: Database, scenario_set: ScenarioSet, row: FitRow,
         return when is not None and low < aware(when) <= high
 
     with store.Session() as session:
-        reviews = [r for r in session.scalars(select(ReviewRow)) if within(r.created_at)]
+        touching = select(ReviewIndicatorRow.review_id).where(
+            ReviewIndicatorRow.indicator.in_(list(scenario_set.indicator_ids)))
+        reviews = [r for r in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(touching)))
+                   if within(r.created_at)]
     return {
         "previous_fit_id": previous.id,
         "observations": [{"id": o.id, "indicator": o.indicator, "date": o.date.isoformat(),
