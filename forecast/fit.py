@@ -45,7 +45,6 @@ from forecast.model import (
     build_model,
     kind_groups,
     log_emission,
-    log_marginal,
     regime_loglik,
     transition_rows,
 )
@@ -989,7 +988,8 @@ def _paths_outcome(run: _Run) -> _Outcome:
     kept = min(n, max(chains, sampler.kept_draws // chains * chains))
     draws = _kept_draws(run, estimate, draws, kept, np.random.default_rng([seed, attempt, 1]))
     probability = estimate["probability"]
-    posterior = _posterior_dataset(scenario_set, draws, chains)
+    posterior = _draws_dataset(scenario_set, draws.theta, draws.alpha, chains,
+                               draws.transitions)
     posterior.attrs = {"signpost_method": "iid draws of the enumerated scenario paths "
                                           f"(paths beyond: {estimate['estimator']})",
                        "signpost_segments": exact.segments}
@@ -1030,33 +1030,38 @@ def _kept_draws(run: _Run, estimate: dict[str, Any], draws: _PathDraws, kept: in
     return _path_draws(run.scenario_set, run.arrays, exact, paths[rng.permutation(kept)], rng)
 
 
-def _posterior_dataset(scenario_set: ScenarioSet, draws: _PathDraws, chains: int) -> Any:
-    """The draws as a posterior Dataset shaped like a sampler's: (chain, draw, ...)."""
+def _draws_dataset(scenario_set: ScenarioSet, theta: Mapping[str, np.ndarray],
+                   alpha: np.ndarray, chains: int,
+                   transitions: np.ndarray | None = None) -> xr.Dataset:
+    """Draws as a posterior Dataset shaped like a sampler's: (chain, draw, ...).
+
+    ``theta``: each kind's parameter (S, J_kind, K[, L]); ``alpha`` (S, K) the per-draw
+    nowcast; ``transitions`` (S, K, K) the learned rows (None: a static set has none).
+    """
     k = len(scenario_set.scenarios)
-    per_chain = draws.alpha.shape[0] // chains
+    per_chain = alpha.shape[0] // chains
     coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(per_chain),
                               "scenario": list(scenario_set.scenario_ids)}
     variables: dict[str, Any] = {}
     for kind, _, specs in kind_groups(scenario_set):
-        if kind.parameter in draws.theta:
+        if kind.parameter in theta:
             dim = f"{kind.lookup_name}_indicator"
             coords[dim] = [spec.id for spec in specs]
-            values = draws.theta[kind.parameter]
+            values = theta[kind.parameter]
             extra = values.shape[3:]  # a categorical kind's categories
             if extra:
                 coords[CATEGORY] = list(range(extra[0]))
             variables[kind.parameter] = (
                 ("chain", "draw", dim, "scenario", *((CATEGORY,) if extra else ())),
                 values.reshape(chains, per_chain, -1, k, *extra))
-    for row, columns, _ in transition_rows(scenario_set):
+    for row, columns, _ in transition_rows(scenario_set) if transitions is not None else ():
         source = scenario_set.scenario_ids[row]
         dim = f"from_{source}"
         coords[dim] = [scenario_set.scenario_ids[c] for c in columns]
         variables[f"transition_{source}"] = (
             ("chain", "draw", dim),
-            draws.transitions[:, row, columns].reshape(chains, per_chain, -1))
-    variables[PROBABILITY] = (("chain", "draw", "scenario"),
-                              draws.alpha.reshape(chains, per_chain, k))
+            transitions[:, row, columns].reshape(chains, per_chain, -1))
+    variables[PROBABILITY] = (("chain", "draw", "scenario"), alpha.reshape(chains, per_chain, k))
     return xr.Dataset(variables, coords=coords)
 
 
@@ -1109,18 +1114,6 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     return _summarise(run, outcome)
 
 
-def _static_emissions(scenario_set: ScenarioSet, arrays: EvidenceArrays) -> np.ndarray:
-    """(T, K) `log_emission` in NumPy: each period's sequential predictive log density."""
-    def cumulative(x):
-        return np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(x, axis=0)], axis=0)
-
-    tallies = None if arrays.tallies is None or not arrays.tallies.shape[-1] else \
-        cumulative(arrays.tallies)
-    cum = log_marginal(scenario_set, cumulative(arrays.counts), cumulative(arrays.exposure),
-                       cumulative(arrays.sumsq), tallies, math=NUMPY)
-    return (cum[1:] - cum[:-1]).sum(axis=1)
-
-
 def _by_conjugacy(run: _Run) -> _Outcome:
     """A static set: the probability exact, the parameters iid from their conjugate posteriors.
 
@@ -1136,35 +1129,27 @@ def _by_conjugacy(run: _Run) -> _Outcome:
     chains, per_chain = sampler.chains, sampler.draws
     n = chains * per_chain
     rng = np.random.default_rng(run.seed)
-    emissions = _static_emissions(scenario_set, arrays)
+    tallies = arrays.tallies if arrays.tallies is not None and arrays.tallies.shape[-1] else None
+    emissions = log_emission(scenario_set, arrays.counts, arrays.exposure, arrays.sumsq, tallies,
+                             math=NUMPY)
     path, _ = forward_filter(scenario_set.prior, np.eye(k), emissions)
     log_joint = np.log(np.asarray(scenario_set.prior, dtype=float)) + emissions.sum(axis=0)
     probability = np.exp(log_joint - np.logaddexp.reduce(log_joint))
-    coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(per_chain),
-                              "scenario": list(scenario_set.scenario_ids)}
-    variables: dict[str, Any] = {}
-    for kind, idx, specs in kind_groups(scenario_set):
-        def totals(x):  # (J_kind[, L]) → (S, J_kind, K[, L]): every scenario sees all periods
-            summed = x.sum(axis=0)
-            return np.broadcast_to(np.expand_dims(summed, 1),
-                                   (n, summed.shape[0], k, *summed.shape[1:]))
 
+    def totals(x):  # (T, J_kind[, L]) → (S, J_kind, K[, L]): every scenario sees all periods
+        summed = x.sum(axis=0)
+        return np.broadcast_to(np.expand_dims(summed, 1),
+                               (n, summed.shape[0], k, *summed.shape[1:]))
+
+    theta = {}
+    for kind, idx, specs in kind_groups(scenario_set):
         statistics = {"counts": totals(arrays.counts[:, idx]),
                       "exposure": totals(arrays.exposure[:, idx])}
-        if arrays.tallies is not None and arrays.tallies.shape[-1]:
-            statistics["tallies"] = totals(arrays.tallies[:, idx])
-        values = kind.conditional_draw(specs, statistics, rng)
-        dim = f"{kind.lookup_name}_indicator"
-        coords[dim] = [spec.id for spec in specs]
-        extra = values.shape[3:]
-        if extra:
-            coords[CATEGORY] = list(range(extra[0]))
-        variables[kind.parameter] = (
-            ("chain", "draw", dim, "scenario", *((CATEGORY,) if extra else ())),
-            values.reshape(chains, per_chain, len(specs), k, *extra))
+        if tallies is not None:
+            statistics["tallies"] = totals(tallies[:, idx])
+        theta[kind.parameter] = kind.conditional_draw(specs, statistics, rng)
     alpha = np.broadcast_to(probability, (n, k)).copy()
-    variables[PROBABILITY] = (("chain", "draw", "scenario"), alpha.reshape(chains, per_chain, k))
-    posterior = xr.Dataset(variables, coords=coords)
+    posterior = _draws_dataset(scenario_set, theta, alpha, chains)
     datatree = xr.DataTree.from_dict({"posterior": posterior})
     # iid draws: R̂ 1 and an ESS of n by construction; the gate still asks for its ESS
     failures = ((f"bulk ESS {n} (independent draws) < {run.gate.min_ess_bulk:.0f}",)

@@ -148,24 +148,36 @@ def log_marginal(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=Non
     return math.stack(columns, axis=-2)
 
 
-def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=None):
+def log_emission(scenario_set: ScenarioSet, counts, exposure, sumsq, tallies=None, math=pt):
     """Per-period sequential predictive log density of the evidence, per scenario.
 
     ``log_emission[t, k] = Σ_j log m_jk(y_1..t) − log m_jk(y_1..t−1)``; the rows sum to the
     full log marginal likelihood.
 
+    Parameters
+    ----------
+    scenario_set : ScenarioSet
+        Supplies each indicator's kind and conjugate parameters.
+    counts, exposure, sumsq : TensorVariable or ndarray
+        (T, J) the evidence columns.
+    tallies : TensorVariable or ndarray, optional
+        (T, J, L) the categorical kinds' tallies (needed when the set has any).
+    math : module
+        ``pytensor.tensor`` (default) or `indicators.kinds.NUMPY` (arrays in, an array out).
+
     Returns
     -------
-    TensorVariable
+    TensorVariable or ndarray
         (T, K)
 
     """
     def cumulative(x):
-        zero = pt.zeros((1, *(x.shape[i] for i in range(1, x.ndim))))
-        return pt.concatenate([zero, pt.cumsum(x, axis=0)], axis=0)
+        zero = math.zeros((1, *(x.shape[i] for i in range(1, x.ndim))))
+        return math.concatenate([zero, math.cumsum(x, axis=0)], axis=0)
 
     cum = log_marginal(scenario_set, cumulative(counts), cumulative(exposure), cumulative(sumsq),
-                       None if tallies is None else cumulative(pt.as_tensor(tallies)))
+                       None if tallies is None else cumulative(math.as_tensor(tallies)),
+                       math=math)
     return (cum[1:] - cum[:-1]).sum(axis=1)
 
 

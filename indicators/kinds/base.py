@@ -44,7 +44,8 @@ __all__ = ["NUMPY", "Expectation", "Kind", "Prior", "Statistics", "Sums", "categ
 #: The NumPy side of the ``math`` namespace the kinds' formulas are written against
 #: (``pytensor.tensor`` is the other: it has the same names).
 NUMPY = SimpleNamespace(log=np.log, log1p=np.log1p, gammaln=special.gammaln, exp=np.exp,
-                        sum=np.sum, sqrt=np.sqrt, stack=np.stack, concatenate=np.concatenate)
+                        sum=np.sum, sqrt=np.sqrt, stack=np.stack, concatenate=np.concatenate,
+                        cumsum=np.cumsum, zeros=np.zeros, as_tensor=np.asarray)
 
 
 class Expectation(BaseModel):
