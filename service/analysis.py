@@ -23,11 +23,12 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from sqlalchemy import select
 
 from forecast import FitRecord, evidence_through, fit
 from forecast.explain import (
@@ -42,9 +43,9 @@ from indicators import Evidence, Review, latest_reviews, resolve_coverage
 from priors import ScenarioSet
 from service.db import Database, FitRow, ObservationRow, ReviewIndicatorRow, ReviewRow, aware
 from service.errors import BadRequest, NotFound
-from service.outlook import _published
+from service.outlook import published_fit
 from service.posterior import fit_header
-from service.repositories.evidence import _live_reviews
+from service.repositories.evidence import live_reviews
 from service.repositories.fits import fit_history
 from service.repositories.observations import validate_observation
 from service.reviews import validate_review
@@ -62,6 +63,8 @@ class FitContext:
     Attributes
     ----------
     scenario_set, row : the set and its published fit row
+    record : the fit's record
+    observations : every stored observation of the set's indicators (retracted ones too)
     rows : the (id, date, indicator, value, weight) observations live when the fit ran
     coverage : per indicator, the date its evidence counted through
     evidence : Evidence rebuilt from ``rows`` and ``coverage``
@@ -72,6 +75,8 @@ class FitContext:
 
     scenario_set: ScenarioSet
     row: FitRow
+    record: FitRecord
+    observations: list[ObservationRow]
     rows: list[tuple[int, dt.date, str, float, float]]
     coverage: dict[str, dt.date | None]
     evidence: Evidence
@@ -86,8 +91,12 @@ class FitContext:
     @property
     def published(self) -> np.ndarray:
         """(K,) the fit's published probabilities."""
-        record = FitRecord.from_dict(self.row.summary)
-        return np.array([record.probability_of(s) for s in self.scenario_ids])
+        return np.array([s.probability for s in self.record.scenarios])
+
+    @property
+    def published_mcse(self) -> np.ndarray:
+        """(K,) their Monte Carlo standard errors."""
+        return np.array([s.mcse for s in self.record.scenarios])
 
 
 _DRAWS: OrderedDict[str, xr.Dataset] = OrderedDict()
@@ -117,8 +126,6 @@ def is_dynamic(scenario_set: ScenarioSet, settings: Settings) -> bool:
 
 
 def _observation_rows(store: Database, scenario_set: ScenarioSet) -> list[ObservationRow]:
-    from sqlalchemy import select
-
     with store.Session() as session:
         return list(session.scalars(
             select(ObservationRow).where(
@@ -150,7 +157,7 @@ def _recorded_coverage(row: FitRow) -> dict[str, dt.date | None] | None:
 def fit_context(store: Database, scenario_set: ScenarioSet, settings: Settings,
                 row: FitRow | None = None) -> FitContext:
     """The published fit (or ``row``) with its evidence rebuilt and, if dynamic, its draws."""
-    row = row or _published(store, scenario_set)
+    row = row or published_fit(store, scenario_set)
     started = aware(row.started_at)
     observations = _observation_rows(store, scenario_set)
     rows = [_tuple(o) for o in observations if _live_at(o, started)]
@@ -158,7 +165,8 @@ def fit_context(store: Database, scenario_set: ScenarioSet, settings: Settings,
     evidence = evidence_from_rows(scenario_set, rows, as_of=row.as_of, coverage=coverage,
                                   grades=store.grades)
     posterior = _draws(row) if is_dynamic(scenario_set, settings) else None
-    return FitContext(scenario_set=scenario_set, row=row, rows=rows, coverage=coverage or {},
+    return FitContext(scenario_set=scenario_set, row=row, record=FitRecord.from_dict(row.summary),
+                      observations=observations, rows=rows, coverage=coverage or {},
                       evidence=evidence, matches=evidence.hash() == row.evidence_hash,
                       posterior=posterior)
 
@@ -174,12 +182,9 @@ def _probabilities(ids: Sequence[str], values: np.ndarray, table: WordTable,
             for i, (k, p) in enumerate(zip(ids, values, strict=True))}
 
 
-def _finite(values: np.ndarray) -> list[float | None]:
-    return [float(v) if np.isfinite(v) else None for v in values]
-
-
 def _deltas(ids: Sequence[str], values: np.ndarray) -> dict[str, float | None]:
-    return dict(zip(ids, _finite(values), strict=True))
+    """Per scenario, a finite float or None (a log of 0: removing the row made it impossible)."""
+    return {k: float(v) if np.isfinite(v) else None for k, v in zip(ids, values, strict=True)}
 
 
 # -- attribution --------------------------------------------------------------------------
@@ -195,7 +200,7 @@ def attribution_payload(store: Database, scenario_set: ScenarioSet, settings: Se
         grades=store.grades, posterior=ctx.posterior, base=ctx.evidence,
         dynamic=ctx.posterior is not None)
     by_id = {r[0]: r for r in ctx.rows}
-    grades = {o.id: o.grade for o in _observation_rows(store, scenario_set)}
+    grades = {o.id: o.grade for o in ctx.observations}
     observations = []
     for influence in influences:
         oid, date, indicator, value, _ = by_id[influence.observation_id]
@@ -216,29 +221,27 @@ def attribution_payload(store: Database, scenario_set: ScenarioSet, settings: Se
         "method": "exact" if ctx.posterior is None else "draws",
         "evidence_matches_fit": ctx.matches,
         "prior": _per_scenario(ids, np.asarray(scenario_set.prior)),
-        "posterior": _probabilities(ids, ctx.published, table),
+        "posterior": _probabilities(ids, ctx.published, table, ctx.published_mcse),
         "indicators": [{"id": spec.id, "kind": spec.kind,
                         "log_likelihood": _per_scenario(ids, log_l[j])}
                        for j, spec in enumerate(scenario_set.indicators)],
         "observations": observations,
         "critical": [o["id"] for o in observations if o["critical"]],
-        "since_previous": since_previous(store, scenario_set, ctx.row, table),
+        "since_previous": since_previous(store, ctx, table),
     }
 
 
-def since_previous(store: Database, scenario_set: ScenarioSet, row: FitRow,
+def since_previous(store: Database, ctx: FitContext,
                    table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
-    """What entered between the previous published fit and ``row``, and how each scenario moved.
+    """What entered between the previous published fit and ``ctx``'s, and how each moved.
 
     By the times the two fits started (when each read its evidence): observations logged,
-    observations retracted and reviews recorded in between.
+    observations retracted and reviews of the set's indicators recorded in between.
     """
-    from sqlalchemy import select
-
+    scenario_set, row, now = ctx.scenario_set, ctx.row, ctx.record
     history = [r for r in fit_history(store, set_id=scenario_set.id)
                if r.finished_at and aware(r.finished_at) < aware(row.finished_at)]
-    ids = list(scenario_set.scenario_ids)
-    now = FitRecord.from_dict(row.summary)
+    ids = ctx.scenario_ids
     if not history:
         return {"previous_fit_id": None, "observations": [], "retractions": [], "reviews": [],
                 "moved": {k: {"from": None, "to": now.probability_of(k), "change": None,
@@ -246,7 +249,7 @@ def since_previous(store: Database, scenario_set: ScenarioSet, row: FitRow,
     previous = history[-1]
     before = FitRecord.from_dict(previous.summary)
     low, high = aware(previous.started_at), aware(row.started_at)
-    observations = _observation_rows(store, scenario_set)
+    observations = ctx.observations
 
     def within(when: dt.datetime | None) -> bool:
         return when is not None and low < aware(when) <= high
@@ -289,6 +292,19 @@ def _list(body: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _entries(body: Mapping[str, Any], key: str, validate: Any) -> list[Any]:
+    """``body[key]``'s objects, each validated; an error names ``key[i].field``."""
+    out = []
+    for i, data in enumerate(_list(body, key)):
+        if not isinstance(data, Mapping):
+            raise BadRequest(f"{key}[{i}]: must be an object", field=f"{key}[{i}]")
+        try:
+            out.append(validate(data))
+        except BadRequest as exc:
+            raise _prefixed(exc, f"{key}[{i}]") from None
+    return out
+
+
 def what_if_payload(store: Database, scenario_set: ScenarioSet, settings: Settings,
                     body: Mapping[str, Any], table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
     """The posterior as if ``body``'s changes were logged; nothing is stored.
@@ -301,39 +317,23 @@ def what_if_payload(store: Database, scenario_set: ScenarioSet, settings: Settin
     if unknown:
         raise BadRequest(f"{unknown[0]}: unknown field; use observations, without, reviews, "
                          "forecast", field=unknown[0])
-    added = []
-    for i, data in enumerate(_list(body, "observations")):
-        if not isinstance(data, Mapping):
-            raise BadRequest(f"observations[{i}]: must be an object", field=f"observations[{i}]")
-        try:
-            added.append(validate_observation(store, data=data))
-        except BadRequest as exc:
-            raise _prefixed(exc, f"observations[{i}]") from None
-    reviews = []
-    for i, data in enumerate(_list(body, "reviews")):
-        if not isinstance(data, Mapping):
-            raise BadRequest(f"reviews[{i}]: must be an object", field=f"reviews[{i}]")
-        try:
-            _, indicators, through, _ = validate_review(store, data)
-        except BadRequest as exc:
-            raise _prefixed(exc, f"reviews[{i}]") from None
-        reviews.append(Review(through=through, indicators=indicators))
+    added = _entries(body, "observations", lambda data: validate_observation(store, data=data))
+    reviews = [Review(through=through, indicators=indicators) for _, indicators, through, _ in
+               _entries(body, "reviews", lambda data: validate_review(store, data))]
     forecast = body.get("forecast", False)
     if not isinstance(forecast, bool):
         raise BadRequest("forecast: must be true or false", field="forecast")
 
-    observations = _observation_rows(store, scenario_set)
-    live = {o.id: o for o in observations if o.retracted_at is None}
+    ctx = fit_context(store, scenario_set, settings)
+    live = {o.id: o for o in ctx.observations if o.retracted_at is None}
     without = set()
     for i, oid in enumerate(_list(body, "without")):
         if isinstance(oid, bool) or not isinstance(oid, int) or oid not in live:
             raise BadRequest(f"without[{i}]: {oid!r} is not a live observation of "
                              f"'{scenario_set.id}'", field=f"without[{i}]")
         without.add(oid)
-    ctx = fit_context(store, scenario_set, settings)
     evidence = _changed_evidence(store, scenario_set, [live[i] for i in live if i not in without],
                                  added, reviews)
-    ids = ctx.scenario_ids
     estimate, outlook = None, None
     if ctx.posterior is not None and not forecast:
         try:
@@ -371,7 +371,6 @@ def what_if_payload(store: Database, scenario_set: ScenarioSet, settings: Settin
     }
     if forecast:
         payload["forecast"] = outlook
-    del ids
     return payload
 
 
@@ -387,7 +386,7 @@ def _changed_evidence(store: Database, scenario_set: ScenarioSet, live: list[Obs
         coverage = None
     else:
         with store.Session() as session:
-            stored = _live_reviews(session, set_ids)
+            stored = live_reviews(session, set_ids)
         dates = [r[1] for r in rows if r[1] <= through]
         newest = max(dates) if dates and store.coverage_rule == "reviews" else None
         coverage = resolve_coverage(set_ids, through, latest_reviews([*stored, *reviews]),
@@ -406,20 +405,14 @@ def watchlist_payload(store: Database, scenario_set: ScenarioSet, settings: Sett
                       seed=int(ctx.row.seed or 0))
     out = []
     for item in items:
-        outcome = item.outcome
-        out.append({
-            "indicator": item.indicator, "kind": item.kind,
-            "information_bits": float(item.information_bits),
-            "mcse_bits": float(item.mcse_bits), "exact": bool(item.exact),
-            "reported": bool(item.reported), "summary": item.summary,
-            "outcome": None if outcome is None else {
-                "label": outcome.label, "probability": outcome.probability,
-                "scenario": outcome.scenario, "before": outcome.before,
-                "after": outcome.after, "words_before": words(outcome.before, table),
-                "words_after": words(outcome.after, table),
-                "posterior_after": _probabilities(
-                    list(outcome.posterior_after), np.array(list(
-                        outcome.posterior_after.values())), table)},
-        })
+        entry = asdict(item)  # the outcome nested as a dict, the names the model documents
+        outcome = entry["outcome"]
+        if outcome is not None:
+            outcome["words_before"] = words(outcome["before"], table)
+            outcome["words_after"] = words(outcome["after"], table)
+            after = outcome["posterior_after"]
+            outcome["posterior_after"] = _probabilities(list(after),
+                                                        np.array(list(after.values())), table)
+        out.append(entry)
     return {**fit_header(scenario_set, ctx.row), "periods": periods,
             "period": scenario_set.period, "items": out}

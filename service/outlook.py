@@ -48,7 +48,8 @@ def parse_date_param(scenario_set: ScenarioSet, text: str | date, field: str) ->
     return value
 
 
-def _published(store: Database, scenario_set: ScenarioSet) -> FitRow:
+def published_fit(store: Database, scenario_set: ScenarioSet) -> FitRow:
+    """The newest published live fit of a set; NotFound (code no_posterior) without one."""
     row = latest_published(store, set_id=scenario_set.id)
     if row is None:
         raise NotFound(f"set '{scenario_set.id}' has no published posterior yet; queue a fit "
@@ -74,7 +75,7 @@ def path_payload(store: Database, scenario_set: ScenarioSet,
 
     ``words[t][k]`` is ``probability[t][k]``'s estimative words in ``word_table``.
     """
-    row = _published(store, scenario_set)
+    row = published_fit(store, scenario_set)
     path = _record(row).path.to_dict()
     return {**_header(scenario_set, row), "scenarios": list(scenario_set.scenario_ids),
             "periods": path["periods"], "probability": path["probability"],
@@ -88,7 +89,7 @@ def forecast_payload(store: Database, scenario_set: ScenarioSet, horizon: str | 
     Each scenario's ``at_words`` and ``by_words`` are their estimative words in ``word_table``.
     """
     when = parse_date_param(scenario_set, horizon, "horizon")
-    row = _published(store, scenario_set)
+    row = published_fit(store, scenario_set)
     table = _record(row).outlook.horizon
     if not table:
         raise NotFound(f"the published fit of '{scenario_set.id}' has no forecast; refit it",
@@ -127,7 +128,7 @@ def milestones_payload(store: Database, scenario_set: ScenarioSet,
     probability's estimative words in ``word_table`` (``words``); a milestone that occurred
     has neither.
     """
-    row = _published(store, scenario_set)
+    row = published_fit(store, scenario_set)
     outlook = _record(row).outlook
 
     def strip(entry: dict) -> dict:

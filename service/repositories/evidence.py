@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from priors import ScenarioSet
     from service.db import Database
 
-__all__ = ["coverage_of", "coverage_on", "coverages_of", "evidence_of"]
+__all__ = ["coverage_of", "coverage_on", "coverages_of", "evidence_of", "live_reviews"]
 
 
 def coverage_of(db: Database, *, scenario_set: ScenarioSet,
@@ -60,7 +60,7 @@ def _coverages(db: Database, sets: Sequence[tuple[ScenarioSet, dt.date]],
     ids = sorted({i for scenario_set, _ in sets for i in scenario_set.indicator_ids})
     out = {}
     with db.Session() as session:
-        latest = latest_reviews(_live_reviews(session, ids)) if rule != "as_of" else {}
+        latest = latest_reviews(live_reviews(session, ids)) if rule != "as_of" else {}
         for scenario_set, through in sets:
             set_ids = scenario_set.indicator_ids
             newest = _newest_entry(session, set_ids, through) if rule == "reviews" else None
@@ -140,7 +140,7 @@ def _aggregates(session, ids: list[str], cut: dt.date, months: int,
     return rows
 
 
-def _live_reviews(session, ids: Sequence[str]) -> list[Review]:
+def live_reviews(session, ids: Sequence[str]) -> list[Review]:
     """The live reviews covering any of ``ids``, each with those of its indicators."""
     by_id: dict[int, tuple[dt.date, list[str]]] = {}
     for indicator, through, review_id in session.execute(
