@@ -221,6 +221,7 @@ def attribution_payload(store: Database, scenario_set: ScenarioSet, settings: Se
         "method": "exact" if ctx.posterior is None else "draws",
         "evidence_matches_fit": ctx.matches,
         "prior": _per_scenario(ids, np.asarray(scenario_set.prior)),
+        "prior_words": {s.id: words(s.prior, table) for s in scenario_set.scenarios},
         "posterior": _probabilities(ids, ctx.published, table, ctx.published_mcse),
         "indicators": [{"id": spec.id, "kind": spec.kind,
                         "log_likelihood": _per_scenario(ids, log_l[j])}
@@ -245,7 +246,8 @@ def since_previous(store: Database, ctx: FitContext,
     if not history:
         return {"previous_fit_id": None, "observations": [], "retractions": [], "reviews": [],
                 "moved": {k: {"from": None, "to": now.probability_of(k), "change": None,
-                              "words": words(now.probability_of(k), table)} for k in ids}}
+                              "from_words": None, "words": words(now.probability_of(k), table)}
+                          for k in ids}}
     previous = history[-1]
     before = FitRecord.from_dict(previous.summary)
     low, high = aware(previous.started_at), aware(row.started_at)
@@ -269,6 +271,7 @@ def since_previous(store: Database, ctx: FitContext,
         "reviews": [{"id": r.id, "through": r.through.isoformat()} for r in reviews],
         "moved": {k: {"from": before.probability_of(k), "to": now.probability_of(k),
                       "change": now.probability_of(k) - before.probability_of(k),
+                      "from_words": words(before.probability_of(k), table),
                       "words": words(now.probability_of(k), table)} for k in ids},
     }
 
@@ -363,9 +366,11 @@ def what_if_payload(store: Database, scenario_set: ScenarioSet, settings: Settin
         "evidence_hash": evidence.hash(),
         "added": len(added), "without": sorted(without), "reviews": len(reviews),
         "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "prior_words": words(s.prior, table),
                        "probability": float(probability[i]), "mcse": float(mcse[i]),
                        "words": words(float(probability[i]), table),
                        "published": float(published[i]),
+                       "published_words": words(float(published[i]), table),
                        "change": float(probability[i] - published[i])}
                       for i, s in enumerate(scenario_set.scenarios)],
     }

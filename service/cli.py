@@ -261,7 +261,8 @@ def sets_show(
     """Show one scenario set: its question, scenarios, indicators and latest fit."""
     with services() as svc:
         scenario_set = get_set(svc.store, set_id=set_id)
-        data = {**set_detail(scenario_set), "source": scenario_set.source}
+        data = {**set_detail(scenario_set, svc.settings.word_table()),
+                "source": scenario_set.source}
         data["latest_published_fit"] = _latest(svc.store, set_id)
     if as_json:
         print(json.dumps(data, indent=2))

@@ -21,8 +21,9 @@ from service.words import DEFAULT_WORDS, WordTable, words
 T = TypeVar("T")
 
 
-def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
-    """A set in a list: the question, its scenarios and priors, its indicator ids."""
+def set_summary(scenario_set: ScenarioSet,
+                word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
+    """A set in a list: the question, its scenarios and priors (with words), its indicators."""
     return {
         "id": scenario_set.id,
         "title": scenario_set.title,
@@ -30,14 +31,16 @@ def set_summary(scenario_set: ScenarioSet) -> dict[str, Any]:
         "period": scenario_set.period,
         "start": scenario_set.start.isoformat(),
         "end": scenario_set.end.isoformat() if scenario_set.end else None,
-        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior}
+        "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "prior_words": words(s.prior, word_table)}
                       for s in scenario_set.scenarios],
         "indicators": list(scenario_set.indicator_ids),
         "has_dynamics": scenario_set.dynamics is not None,
     }
 
 
-def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
+def set_detail(scenario_set: ScenarioSet,
+               word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
     """A set in full: scenarios, what each expects of each indicator, dynamics."""
     scenario_ids = scenario_set.scenario_ids
     indicators = []
@@ -54,8 +57,9 @@ def set_detail(scenario_set: ScenarioSet) -> dict[str, Any]:
         })
     dynamics = scenario_set.dynamics
     return {
-        **set_summary(scenario_set),
+        **set_summary(scenario_set, word_table),
         "scenarios": [{"id": s.id, "name": s.name, "prior": s.prior,
+                       "prior_words": words(s.prior, word_table),
                        "description": s.description} for s in scenario_set.scenarios],
         "indicators": indicators,
         "dynamics": None if dynamics is None else {
@@ -110,7 +114,8 @@ def scenario_rows(scenario_set: ScenarioSet, row: FitRow,
     rows = []
     for s in scenario_set.scenarios:
         probability = found[s.id].probability if found[s.id] else None
-        rows.append({"id": s.id, "name": s.name, "prior": s.prior, "probability": probability,
+        rows.append({"id": s.id, "name": s.name, "prior": s.prior,
+                     "prior_words": words(s.prior, word_table), "probability": probability,
                      "mcse": found[s.id].mcse if found[s.id] else None,
                      "words": words(probability, word_table)})
     return rows

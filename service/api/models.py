@@ -95,6 +95,7 @@ class ScenarioBrief(Public):
     id: str
     name: str
     prior: float
+    prior_words: str = Field(description="the prior's estimative words", examples=["unlikely"])
 
 
 class SetSummary(Public):
@@ -199,6 +200,7 @@ class ScenarioProbability(Public):
     id: str
     name: str
     prior: float
+    prior_words: str = Field(description="the prior's estimative words", examples=["unlikely"])
     probability: float | None
     mcse: float | None
     words: str | None = Field(description="the probability's estimative words (ICD 203, or "
@@ -552,6 +554,7 @@ class Move(Public):
     words: str | None
     change: float | None
     from_: float | None = Field(alias="from")
+    from_words: str | None
 
 
 class SincePrevious(Public):
@@ -570,6 +573,7 @@ class Attribution(FitOf):
     method: str
     evidence_matches_fit: bool
     prior: dict[str, float]
+    prior_words: dict[str, str | None]
     posterior: dict[str, WordedProbability]
     indicators: list[IndicatorAttribution]
     observations: list[ObservationAttribution]
@@ -583,10 +587,12 @@ class WhatIfScenario(Public):
     id: str
     name: str
     prior: float
+    prior_words: str = Field(description="the prior's estimative words", examples=["unlikely"])
     probability: float
     mcse: float
     words: str | None
     published: float
+    published_words: str | None
     change: float
 
 

@@ -63,15 +63,15 @@ def _rendered(model: type, description: str) -> dict[int | str, dict]:
 
 
 @router.get("", response_model=list[SetSummary])
-def list_sets(store: StoreDep) -> list[dict[str, Any]]:
+def list_sets(store: StoreDep, settings: SettingsDep) -> list[dict[str, Any]]:
     """Every loaded scenario set."""
-    return [set_summary(s) for s in sets.list_sets(store)]
+    return [set_summary(s, settings.word_table()) for s in sets.list_sets(store)]
 
 
 @router.get("/{set_id}", response_model=SetDetail)
-def get_set(set_id: str, store: StoreDep) -> dict[str, Any]:
+def get_set(set_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """One scenario set in full."""
-    return set_detail(sets.get_set(store, set_id=set_id))
+    return set_detail(sets.get_set(store, set_id=set_id), settings.word_table())
 
 
 @router.get("/{set_id}/posterior",

@@ -283,7 +283,9 @@ def test_the_posterior_says_each_probability_in_words(served, set_id):
         assert row["probability"] == stored[row["id"]]["probability"]  # unchanged
         assert row["mcse"] == stored[row["id"]]["mcse"]
         assert row["words"] == expected(row["probability"])
-    assert {"id", "name", "prior", "probability", "mcse", "words"} == set(body["scenarios"][0])
+        assert row["prior_words"] == expected(row["prior"])  # a prior is a probability too
+    assert {"id", "name", "prior", "prior_words", "probability", "mcse", "words"} == set(
+        body["scenarios"][0])
 
 
 def test_the_history_says_every_fits_probabilities_in_words(served):
