@@ -121,7 +121,11 @@ class RefitScheduler:
             self._changed.notify_all()
 
     def _follow_changes(self) -> None:
-        """Drain the queue after each settled change (one thread: drains never overlap)."""
+        """Drain the queue after each settled change.
+
+        One thread, so these drains never overlap; the queue poll's may run beside one, and
+        the lease keeps it to one fit per set.
+        """
         while True:
             with self._changed:
                 while self._first_change is None and not self._stopping:
