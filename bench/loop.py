@@ -35,8 +35,10 @@ from bench.http import free_port, wait
 ROOT = Path(__file__).resolve().parents[1]
 SIGNPOST = str(Path(sys.executable).parent / "signpost")
 ROUNDS = int(os.environ.get("BENCH_LOOP_ROUNDS", "12"))
-# an indicator of each set, and a date inside the sample's review (so the row counts)
-PROBES = {"sino-russian-convergence": "joint_exercise", "world-order-2035": "sanctions_action"}
+# an indicator of each set and of no other (so a POST refits that set alone), and a date
+# inside the sample's review (so the row counts)
+PROBES = {"sino-russian-convergence": "sanctions_action",
+          "world-order-2035": "sanctions_relief_russia"}
 
 
 def _environment(var: Path) -> dict[str, str]:
