@@ -3,19 +3,23 @@
 Refits follow the evidence: every committed observation, retraction, review or set load queues
 a fit of the sets it touches (`queue_refits`: one pending fit per set, so a burst is one fit)
 and announces it (`service.changes`); the scheduler hears of it at once — PostgreSQL
-``LISTEN``, or SQLite's change counter — from whichever process wrote it, waits until the
-writes have been quiet for ``SIGNPOST_SETTLE`` seconds (at most ``SIGNPOST_SETTLE_MAX``), and
-runs the queued fits. Safety nets: per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL``
-seconds queues and runs a fit when the evidence hash (or the set) changed since the last fit
-that reached a verdict; another job drains queued fits every ``SIGNPOST_QUEUE_POLL`` seconds
-(``POST /v1/fits``, ``signpost refit``) and takes over fits whose worker died (expired lease).
-Cross-process safety comes from the lease in the database, not from APScheduler's in-memory
-``max_instances`` (docs/design.md, "Service: storage, API, scheduler, worker, leases").
+``LISTEN``, or SQLite's change counter — from whichever process wrote it. A write after a quiet
+spell runs its fit at once; the writes of a burst wait until they have been quiet for
+``SIGNPOST_SETTLE`` seconds (at most ``SIGNPOST_SETTLE_MAX``), so a burst is two fits: its
+first write's and one after it.
+
+Safety nets: per scenario set, a job every ``SIGNPOST_REFIT_INTERVAL`` seconds queues and runs
+a fit when the evidence hash (or the set) changed since the last fit that reached a verdict;
+another job drains queued fits every ``SIGNPOST_QUEUE_POLL`` seconds (``POST /v1/fits``,
+``signpost refit``) and takes over fits whose worker died (expired lease). Cross-process safety
+comes from the lease in the database, not from APScheduler's in-memory ``max_instances``
+(docs/design.md, "Service: storage, API, scheduler, worker, leases").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -79,7 +83,8 @@ class RefitScheduler:
         self.settle_max = settle_max
         self._changed = threading.Condition()
         self._first_change: float | None = None
-        self._last_change = 0.0
+        self._last_change = -math.inf
+        self._leading = False
         self._stopping = False
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -115,9 +120,11 @@ class RefitScheduler:
             return
         with self._changed:
             now = time.monotonic()
-            self._last_change = now
             if self._first_change is None:
                 self._first_change = now
+                # the first write after a quiet spell runs at once; a burst waits to settle
+                self._leading = now - self._last_change >= self.settle
+            self._last_change = now
             self._changed.notify_all()
 
     def _follow_changes(self) -> None:
@@ -132,7 +139,7 @@ class RefitScheduler:
                     self._changed.wait()
                 if self._stopping:
                     return
-                while not self._stopping:  # wait for quiet, or for settle_max
+                while not self._stopping and not self._leading:  # quiet, or settle_max
                     now = time.monotonic()
                     due = min(self._last_change + self.settle,
                               self._first_change + self.settle_max)
