@@ -72,7 +72,7 @@ class RefitScheduler:
     """
 
     def __init__(self, store: Database, runner: FitRunner, refit_interval: float,
-                 queue_poll: float, feed: ChangeFeed | None = None, settle: float = 0.3,
+                 queue_poll: float, feed: ChangeFeed | None = None, settle: float = 1.0,
                  settle_max: float = 5.0):
         self.store = store
         self.runner = runner

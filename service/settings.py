@@ -31,8 +31,9 @@ class Settings(BaseSettings):
         "seconds between queued-fit polls (a safety net: the change feed runs them at once)"))
     change_poll: float = Field(default=0.05, gt=0, description=(
         "SQLite: seconds between reads of the database's change counter (PostgreSQL: LISTEN)"))
-    settle: float = Field(default=0.3, ge=0, description=(
-        "seconds of quiet after a write before its refit starts (a burst is one fit)"))
+    settle: float = Field(default=1.0, ge=0, description=(
+        "seconds of quiet a burst's writes wait for before their refit starts (a write after "
+        "a quiet spell starts one at once)"))
     settle_max: float = Field(default=5.0, ge=0, description=(
         "the longest a write's refit waits for that quiet"))
     stale_after: int = Field(default=86_400, gt=0,
