@@ -7,7 +7,8 @@ no ``SIGNPOST_*`` setting but the var directory (and pytensor's compile cache, a
 keeps it). The first observation per set after the server starts warms its worker (the model
 is compiled or read from the cache there) and is reported apart; then ``ROUNDS`` observations
 per set, one at a time, each timed from the POST being sent to the first GET showing a new
-fit id. Polls run every 10 ms. Each round also reads the new fit's own timings
+fit id, rounds ``PAUSE`` (2 s) apart — lone writes, as an analyst makes them. Polls run every
+10 ms. Each round also reads the new fit's own timings
 (``GET /v1/fits/{id}``) to split the wait into the fit and everything around it.
 
 Then, on the same server, ``POST /v1/sets/{id}/what-if`` with one observation (target ≤ 1 s
@@ -35,6 +36,9 @@ from bench.http import free_port, wait
 ROOT = Path(__file__).resolve().parents[1]
 SIGNPOST = str(Path(sys.executable).parent / "signpost")
 ROUNDS = int(os.environ.get("BENCH_LOOP_ROUNDS", "12"))
+# An analyst logs a report after reading the last number, not in the same instant: the rounds
+# are this far apart, so each is a lone write (a burst waits to settle: SIGNPOST_SETTLE).
+PAUSE = float(os.environ.get("BENCH_LOOP_PAUSE", "2"))
 # an indicator of each set and of no other (so a POST refits that set alone), and a date
 # inside the sample's review (so the row counts)
 PROBES = {"sino-russian-convergence": "sanctions_action",
@@ -62,6 +66,7 @@ def _prepare(env: dict[str, str]) -> str:
 
 def one_round(client: httpx.Client, key: str, set_id: str, day: int) -> tuple[float, str]:
     """Seconds from POST to a GET showing a new fit; the new fit id."""
+    time.sleep(PAUSE)
     before = client.get(f"/v1/sets/{set_id}/posterior").json()["fit_id"]
     started = time.perf_counter()
     response = client.post("/v1/observations", headers={"Authorization": f"Bearer {key}"},
