@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -103,17 +104,22 @@ def pytensor_flags() -> str:
     return shared_compiledir()
 
 
-def _serve() -> Iterator[Callable[..., ServerProcess]]:
-    servers: list[ServerProcess] = []
+def started(factory: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield ``start(...)``, which makes a process with ``factory``; all stopped after."""
+    processes: list[Any] = []
 
-    def start(var_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(var_dir, env or {})
-        servers.append(server)
-        return server
+    def start(*args: Any, **kwargs: Any) -> Any:
+        process = factory(*args, **kwargs)
+        processes.append(process)
+        return process
 
     yield start
-    for server in servers:
-        server.stop()
+    for process in processes:
+        process.stop()
+
+
+def _serve() -> Iterator[Callable[..., ServerProcess]]:
+    yield from started(lambda var_dir, env=None: ServerProcess(var_dir, env or {}))
 
 
 @pytest.fixture

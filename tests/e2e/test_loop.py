@@ -48,7 +48,7 @@ from service.repositories.sets import get_catalog, get_set, load_bundled_sets, s
 from service.reviews import sets_touching
 from service.scheduler import queue_refits
 
-from .conftest import ServerProcess, free_port, shared_compiledir
+from .conftest import ServerProcess, free_port, shared_compiledir, started
 
 pytestmark = pytest.mark.slow
 
@@ -184,17 +184,8 @@ def fit_ids(d: Deployment, set_id: str) -> set[str]:
 
 
 def _processes() -> Iterator[Callable[..., SignpostProcess]]:
-    started: list[SignpostProcess] = []
-
-    def start(var_dir: Path, env: dict[str, str], command: str = "serve",
-              name: str = "server") -> SignpostProcess:
-        process = SignpostProcess(var_dir, env, command, name)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+    # start(var_dir, env, command="serve", name="server")
+    yield from started(SignpostProcess)
 
 
 @pytest.fixture
