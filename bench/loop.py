@@ -128,6 +128,13 @@ def main() -> None:
                         times.append(seconds)
                         fits.append(client.get(f"/v1/fits/{fit_id}").json())
                     fit_s = statistics.median(f["timings"]["total_s"] for f in fits)
+                    drawn = [f["sampler"]["name"] + ("" if f["sampler"]["name"] != "psis"
+                                                     or f["sampler"].get("base_sampler")
+                                                     != "paths" else "(quick)")
+                             for f in fits]
+                    print(f"{set_id}: rounds " + ", ".join(
+                        f"{s:.2f} s ({name}, fit {f['timings']['total_s']:.2f} s)"
+                        for s, name, f in zip(times, drawn, fits, strict=True)))
                     times.sort()
                     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
                     median = statistics.median(times)

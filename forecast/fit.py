@@ -116,6 +116,12 @@ class SamplerSettings:
     # MCSE proved over-confident (z-score sd 1.62 on the crisis nowcast, decision 011), and a
     # path fit is fast enough to start afresh.
     reweight: bool = False
+    # dynamic path fits: a refit on new evidence first re-weights the last path fit's iid
+    # draws kept in the cache (PSIS, decision 015), used when it passes the gate; a second fit
+    # of the same evidence (the scheduler's refinement once writes pause) enumerates afresh.
+    # Off in the library (a fit then never depends on what the cache saw before); the
+    # service turns it on (SIGNPOST_FIT_QUICK_REFITS)
+    quick_refits: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +271,26 @@ class _Base:
 
 
 @dataclass
+class _PathBase:
+    """The iid draws of the last enumerated path fit of a set, for quick refits (decision 015).
+
+    ``log_weights`` are the draws' normalised log weights in that fit's estimate (stratum
+    design × 1/c), so the weighted draws stand for p(A, θ | y_base); ``loglik`` each draw's
+    log p(y_base | A, θ). ``reweighted``: evidence hashes already given a quick refit from
+    these draws; a second fit of one of them is the refinement, enumerated afresh.
+    """
+
+    evidence_hash: str
+    seed: int
+    shape: tuple[int, ...]  # the evidence arrays' shape: a new period means a new grid
+    transitions: np.ndarray  # (n, K, K)
+    theta: dict[str, np.ndarray]
+    loglik: np.ndarray  # (n,)
+    log_weights: np.ndarray  # (n,)
+    reweighted: set[str] = field(default_factory=set)
+
+
+@dataclass
 class _Compiled:
     model: Any
     nutpie_model: Any
@@ -286,7 +312,20 @@ class ModelCache:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, bool], _Compiled] = {}
+        self._path_bases: dict[str, _PathBase] = {}
         self._lock = threading.Lock()
+
+    def path_base(self, scenario_set: ScenarioSet) -> _PathBase | None:
+        """The last enumerated path fit of ``scenario_set`` (its draws), if this cache has one."""
+        return self._path_bases.get(scenario_set.content_hash)
+
+    def keep_path_base(self, scenario_set: ScenarioSet, base: _PathBase | None) -> None:
+        """Keep (or, with None, forget) the path fit a quick refit re-weights."""
+        with self._lock:
+            if base is None:
+                self._path_bases.pop(scenario_set.content_hash, None)
+            else:
+                self._path_bases[scenario_set.content_hash] = base
 
     def has(self, scenario_set: ScenarioSet, dynamic: bool) -> bool:
         """Whether the set's model is compiled already."""
@@ -318,9 +357,10 @@ class ModelCache:
             return compiled, time.perf_counter() - started
 
     def clear(self) -> None:
-        """Forget every compiled model."""
+        """Forget every compiled model and path fit."""
         with self._lock:
             self._models.clear()
+            self._path_bases.clear()
 
 
 DEFAULT_CACHE = ModelCache()
@@ -579,6 +619,7 @@ class _Outcome:
     sampler: SamplerRecord | None = None
     timings: Timings | None = None
     loglik: np.ndarray | None = None  # NUTS's draws: log p(y | A, θ), for a later PSIS refit
+    path_base: _PathBase | None = None  # a path fit's draws, for a later quick refit
 
     @property
     def passed(self) -> bool:
@@ -986,6 +1027,7 @@ def _paths_outcome(run: _Run) -> _Outcome:
         n, attempt = wanted, attempt + 1
 
     kept = min(n, max(chains, sampler.kept_draws // chains * chains))
+    every = draws
     draws = _kept_draws(run, estimate, draws, kept, np.random.default_rng([seed, attempt, 1]))
     probability = estimate["probability"]
     posterior = _draws_dataset(scenario_set, draws.theta, draws.alpha, chains,
@@ -1002,12 +1044,18 @@ def _paths_outcome(run: _Run) -> _Outcome:
                           beyond=estimate["estimator"], tail_share=float(estimate["tail"]),
                           weights_failed=estimate.get("weights_failed"),
                           stages=estimate["stages"] if "weights_failed" in estimate else None)
+    path_base = None
+    if estimate["estimator"] == "weights":  # the weighted draws stand for p(A, θ | y)
+        path_base = _PathBase(
+            evidence_hash=run.evidence_hash, seed=int(seed), shape=_evidence_shape(arrays),
+            transitions=every.transitions, theta=every.theta, loglik=every.loglik,
+            log_weights=np.log(np.clip(estimate["weights"], 1e-300, None)))
     return _Outcome(probability=probability, mcse=mcse, diagnostics=diagnostics,
                     path=draws.filtered.mean(axis=0), posterior=posterior, alpha=draws.alpha,
                     transitions=draws.transitions, filtered=draws.filtered,
                     emissions=draws.emissions,
                     datatree=xr.DataTree.from_dict({"posterior": posterior}), sampler=record,
-                    loglik=draws.loglik)
+                    loglik=draws.loglik, path_base=path_base)
 
 
 def _kept_draws(run: _Run, estimate: dict[str, Any], draws: _PathDraws, kept: int,
@@ -1102,14 +1150,15 @@ def fit(scenario_set: ScenarioSet, evidence: Evidence, settings: FitSettings | N
     """
     run = _Run.start(scenario_set, evidence, settings or FitSettings(), progress)
     rejected: dict[str, list[str]] = {}  # estimators that failed the gate, and why
+    cache = cache if cache is not None else DEFAULT_CACHE
     if run.dynamic:
-        outcome = _by_paths(run, rejected)
+        outcome = _by_paths(run, rejected, cache)
     elif run.sampler.method == "nuts":
         outcome = None
     else:
         outcome = _by_conjugacy(run)
     if outcome is None:
-        outcome = _by_nuts(run, cache if cache is not None else DEFAULT_CACHE, rejected)
+        outcome = _by_nuts(run, cache, rejected)
     run.say("forecasting")
     return _summarise(run, outcome)
 
@@ -1164,12 +1213,15 @@ def _by_conjugacy(run: _Run) -> _Outcome:
                     timings=Timings(compile_s=0.0, sample_s=time.perf_counter() - started))
 
 
-def _by_paths(run: _Run, rejected: dict[str, list[str]]) -> _Outcome | None:
-    """Enumerate the paths (NUTS's control variate too), then estimate from them if asked.
+def _by_paths(run: _Run, rejected: dict[str, list[str]], cache: ModelCache) -> _Outcome | None:
+    """A quick re-weighted refit if one passes; else enumerate the paths and estimate from them.
 
-    None when NUTS is to run: asked for, or the paths' estimate failed its gate under
-    ``method="auto"`` (``rejected["paths"]`` says why).
+    The enumeration is NUTS's control variate too. None when NUTS is to run: asked for, or the
+    paths' estimate failed its gate under ``method="auto"`` (``rejected["paths"]`` says why).
     """
+    quick = _quick_refit(run, cache, rejected)
+    if quick is not None:
+        return quick
     run.say("enumerating scenario paths")
     enumerated = time.perf_counter()
     run.exact = _enumerate(run.scenario_set, run.arrays, run.sampler)
@@ -1180,12 +1232,107 @@ def _by_paths(run: _Run, rejected: dict[str, list[str]]) -> _Outcome | None:
             "segments")
     drawn = time.perf_counter()
     outcome = _paths_outcome(run)
+    if outcome.passed and run.sampler.quick_refits:  # replays and seeded fits keep off it
+        if run.sampler.seed is None:
+            cache.keep_path_base(run.scenario_set, outcome.path_base)
+    if rejected.get("psis"):
+        outcome = replace(outcome, sampler=replace(outcome.sampler, rejected=dict(rejected)))
     if outcome.passed or run.sampler.method == "paths":
         return replace(outcome, timings=Timings(compile_s=0.0, enumerate_s=run.enumerate_s,
                                                 sample_s=time.perf_counter() - drawn))
     rejected["paths"] = list(outcome.diagnostics.failures)
     run.say(f"path draws failed the gate ({'; '.join(rejected['paths'])}): NUTS")
     return None
+
+
+def _evidence_shape(arrays: EvidenceArrays) -> tuple[int, ...]:
+    return tuple(arrays.counts.shape)
+
+
+def _quick_refit(run: _Run, cache: ModelCache,
+                 rejected: dict[str, list[str]]) -> _Outcome | None:
+    """The last path fit re-weighted for this evidence, if allowed and it passes the gate.
+
+    Allowed once per evidence snapshot from one base (decision 015): a second fit of the same
+    evidence is the refinement and enumerates afresh; so is a seeded fit (its own run), one on
+    a new period grid, or ``quick_refits=False``.
+    """
+    sampler = run.sampler
+    base = cache.path_base(run.scenario_set)
+    if (base is None or not sampler.quick_refits or sampler.method == "nuts"
+            or sampler.seed is not None or base.shape != _evidence_shape(run.arrays)
+            or run.evidence_hash == base.evidence_hash
+            or run.evidence_hash in base.reweighted):
+        return None
+    base.reweighted.add(run.evidence_hash)
+    run.say("re-weighting the last path fit's draws for the new evidence")
+    started = time.perf_counter()
+    outcome = _reweight_paths(run, base)
+    if not outcome.passed:
+        rejected["psis"] = list(outcome.diagnostics.failures)
+        run.say(f"re-weighted draws failed the gate ({'; '.join(rejected['psis'])}): "
+                "enumerating")
+        return None
+    return replace(outcome, timings=Timings(compile_s=0.0,
+                                            sample_s=time.perf_counter() - started))
+
+
+def _reweight_paths(run: _Run, base: _PathBase) -> _Outcome:
+    """Decision 015: the last path fit's iid draws re-weighted for new evidence (PSIS).
+
+    The base draws, weighted by ``base.log_weights``, stand for p(A, θ | y_base); each one's
+    ratio to the new target p(A, θ | y) is p(y | A, θ) / p(y_base | A, θ), two forward filters.
+    The combined log weights are Pareto-smoothed and gated like a sampled fit: k̂ ≤
+    min(1 − 1/log10 S, 0.7), ESS = 1/Σw² ≥ the gate's, and the nowcast's MCSE
+    √Σ w²(α − p)² (iid draws: no autocorrelation) ≤ the gate's. No control variate: the new
+    evidence's enumeration is what this skips, so its MCSE is larger than an enumerated fit's.
+    """
+    scenario_set, arrays, gate, sampler = run.scenario_set, run.arrays, run.gate, run.sampler
+    emissions = np.ascontiguousarray(
+        regime_loglik(scenario_set, arrays.counts, arrays.exposure, base.theta, math=np,
+                      tallies=arrays.tallies))
+    filtered, loglik = filter_draws(base.transitions, emissions,
+                                    np.asarray(scenario_set.prior, dtype=float))
+    alpha = _nowcast(scenario_set, base.transitions, filtered)
+    n = alpha.shape[0]
+    log_target = base.log_weights + (loglik - base.loglik)
+    # ArviZ's psislw takes a log-likelihood ℓ and returns the smoothed weights of exp(−ℓ)
+    log_w, khat = array_stats.psislw(-log_target, r_eff=1.0)
+    khat = float(khat)
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    probability = weights @ alpha
+    mcse = np.sqrt((weights**2) @ (alpha - probability) ** 2)
+    ess = 1.0 / float(np.sum(weights**2))
+    k_max = min(1.0 - 1.0 / np.log10(n), 0.7)
+    failures = []
+    if not khat <= k_max:
+        failures.append(f"pareto k̂ {khat:.2f} > {k_max:.2f}")
+    if not ess >= gate.min_ess_bulk:
+        failures.append(f"bulk ESS {ess:.0f} < {gate.min_ess_bulk:.0f}")
+    if float(mcse.max()) > gate.max_mcse:
+        failures.append(f"MCSE {float(mcse.max()):.4f} > {gate.max_mcse}")
+    diagnostics = Diagnostics(max_rhat=1.0, min_ess_bulk=round(ess, 1), divergences=0,
+                              max_mcse=float(mcse.max()), passed=not failures,
+                              failures=tuple(failures), pareto_k=round(khat, 4))
+    chains = sampler.chains
+    kept = min(n, max(chains, sampler.kept_draws // chains * chains))
+    index = np.sort(_systematic_resample(weights, kept, np.random.default_rng(run.seed)))
+    theta = {name: values[index] for name, values in base.theta.items()}
+    posterior = _draws_dataset(scenario_set, theta, alpha[index], chains,
+                               base.transitions[index])
+    posterior.attrs = {"signpost_method": "PSIS re-weighting of a path fit's iid draws, "
+                                          "resampled",
+                       "signpost_base_evidence_hash": base.evidence_hash,
+                       "signpost_base_seed": base.seed}
+    record = PsisSampler(draws=kept // chains, chains=chains, base_chains=1,
+                         transitions="learned", base_evidence_hash=base.evidence_hash,
+                         base_seed=base.seed, base_sampler="paths", base_draws=n)
+    return _Outcome(probability=probability, mcse=mcse, diagnostics=diagnostics,
+                    path=np.einsum("s,stk->tk", weights, filtered), posterior=posterior,
+                    alpha=alpha[index], transitions=base.transitions[index],
+                    filtered=filtered[index], emissions=emissions[index],
+                    datatree=xr.DataTree.from_dict({"posterior": posterior}), sampler=record)
 
 
 def _by_nuts(run: _Run, cache: ModelCache, rejected: dict[str, list[str]]) -> _Outcome:

@@ -161,6 +161,7 @@ class PathsSampler(_SamplerRecord):
     transitions: str = "learned"
     weights_failed: list[str] | None = None  # beyond "long paths": why the weights failed
     stages: int | None = None
+    rejected: dict[str, list[str]] | None = None  # a quick refit tried first, and why it failed
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -194,7 +195,16 @@ class PsisSampler(_SamplerRecord):
     base_seed: int
     control_variate: ControlVariate | None = None
     rejected: dict[str, list[str]] | None = None
+    # the base's estimator: None (older records) or "nutpie" for decision 008's re-weighting
+    # of a NUTS posterior; "paths" for decision 015's quick refit of a path fit's iid draws
+    base_sampler: str | None = None
+    base_draws: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        """A quick refit: an enumerated path fit of the same evidence refines it."""
+        return self.base_sampler == "paths"
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ class Services:
         settings = self.settings
         self.scheduler = RefitScheduler(self.store, self.runner, settings.refit_interval,
                                         settings.queue_poll, feed=self.change_feed(),
-                                        settle=settings.settle, settle_max=settings.settle_max)
+                                        settle=settings.settle, settle_max=settings.settle_max,
+                                        refine_after=settings.refine_after)
         self.scheduler.start()
         return self.scheduler
 

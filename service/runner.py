@@ -130,7 +130,11 @@ class FitRunner:
             artifact = str(self._artifact_path(row.set_id, fit_id))
             say(f"{row.set_id}: sampling {evidence.n_periods} periods × "
                 f"{evidence.n_indicators} indicators")
-            record = self.pool.run(FitJob(scenario_set, evidence, self.fit_settings, artifact))
+            settings = self.fit_settings
+            if row.kind != "live":  # a replay is enumerated afresh and leaves the live base
+                settings = replace(settings, sampler=replace(settings.sampler,
+                                                             quick_refits=False))
+            record = self.pool.run(FitJob(scenario_set, evidence, settings, artifact))
         except Exception as exc:  # the reason is recorded; the last good posterior stays
             log.exception("fit %s failed", fit_id)
             update_fit(store, fit_id=fit_id, status="failed", finished_at=store.clock(),

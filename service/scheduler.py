@@ -30,6 +30,7 @@ from service.changes import ChangeFeed, announce
 from service.db import Database
 from service.repositories.evidence import evidence_of
 from service.repositories.fits import (
+    get_fit,
     latest_finished,
     pending_statuses,
     queue_fit,
@@ -39,6 +40,9 @@ from service.repositories.sets import get_set, set_ids
 from service.runner import FitRunner
 
 log = logging.getLogger("signpost.scheduler")
+# seconds of quiet a write after a quiet spell waits for: the commits of one write (the row,
+# its queued refit, the announcement) land together, and a drain between them finds no fit
+LEADING_QUIET = 0.1
 
 
 class _SkipNoise(logging.Filter):
@@ -68,12 +72,15 @@ class RefitScheduler:
         Seconds of quiet after a change before the queued fits run (a burst is one fit).
     settle_max : float
         The longest a change waits for that quiet.
+    refine_after : float
+        Seconds without a write after a quick (re-weighted) refit is published before the
+        enumerated fit of the same evidence refines it (decision 015).
 
     """
 
     def __init__(self, store: Database, runner: FitRunner, refit_interval: float,
                  queue_poll: float, feed: ChangeFeed | None = None, settle: float = 1.0,
-                 settle_max: float = 5.0):
+                 settle_max: float = 5.0, refine_after: float = 10.0):
         self.store = store
         self.runner = runner
         self.refit_interval = refit_interval
@@ -81,6 +88,9 @@ class RefitScheduler:
         self.feed = feed
         self.settle = settle
         self.settle_max = settle_max
+        self.refine_after = refine_after
+        self._refine_due: dict[str, float] = {}  # set id → when its quick fit may be refined
+        runner.on_publish.append(self._published)
         self._changed = threading.Condition()
         self._first_change: float | None = None
         self._last_change = -math.inf
@@ -98,6 +108,9 @@ class RefitScheduler:
         self.scheduler.add_job(self._drain_on_interval, "interval", seconds=self.queue_poll,
                                id="drain-queue", replace_existing=True,
                                next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(self.refine, "interval",
+                               seconds=min(1.0, max(0.1, self.refine_after / 2)),
+                               id="refine", replace_existing=True)
         self.scheduler.add_job(self.sync_sets, "interval", seconds=60, id="sync-sets",
                                replace_existing=True, next_run_time=datetime.now(UTC))
         self.scheduler.start()
@@ -139,15 +152,50 @@ class RefitScheduler:
                     self._changed.wait()
                 if self._stopping:
                     return
-                while not self._stopping and not self._leading:  # quiet, or settle_max
+                # quiet, or settle_max; a lone write's own commits (the row, then its queued
+                # fit) come milliseconds apart: its drain waits for those alone
+                quiet = min(self.settle, LEADING_QUIET) if self._leading else self.settle
+                while not self._stopping:
                     now = time.monotonic()
-                    due = min(self._last_change + self.settle,
+                    due = min(self._last_change + quiet,
                               self._first_change + self.settle_max)
                     if now >= due:
                         break
                     self._changed.wait(due - now)
                 self._first_change = None
             self.drain()
+
+    def _published(self, set_id: str, fit_id: str) -> None:
+        """A live fit was published here: a quick one is refined once writes pause."""
+        sampler = (get_fit(self.store, fit_id=fit_id).summary or {}).get("sampler") or {}
+        with self._changed:
+            if sampler.get("name") == "psis" and sampler.get("base_sampler") == "paths":
+                self._refine_due[set_id] = time.monotonic() + self.refine_after
+            else:
+                self._refine_due.pop(set_id, None)
+
+    def refine(self) -> None:
+        """Refit, by enumerating, each set whose quick fit is ``refine_after`` s without writes.
+
+        The quick fit's evidence is unchanged (else a newer fit is queued, and re-arms this
+        when published), so the worker, which re-weights a snapshot only once, enumerates.
+        """
+        now = time.monotonic()
+        with self._changed:
+            if now - self._last_change < self.refine_after:
+                return
+            due = [set_id for set_id, when in self._refine_due.items() if when <= now]
+            for set_id in due:
+                del self._refine_due[set_id]
+        for set_id in due:
+            try:
+                if pending_statuses(self.store, set_id=set_id) & {"queued", "running"}:
+                    continue
+                fit_id = queue_fit(self.store, scenario_set=get_set(self.store, set_id=set_id),
+                                   requested_by="refine")
+                self.runner.run_fit(fit_id)
+            except Exception:  # the next quick fit re-arms it; the interval check remains
+                log.exception("refining the quick fit of %s failed", set_id)
 
     def sync_sets(self) -> None:
         """Give every loaded set its refit job (sets loaded later get one too)."""

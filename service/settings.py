@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         "a quiet spell starts one at once)"))
     settle_max: float = Field(default=5.0, ge=0, description=(
         "the longest a write's refit waits for that quiet"))
+    refine_after: float = Field(default=10.0, ge=0, description=(
+        "seconds without writes after a quick (re-weighted) refit of a dynamic set before "
+        "the enumerated path fit of the same evidence refines it (decision 015)"))
     stale_after: int = Field(default=86_400, gt=0,
                              description="seconds after which a posterior is flagged stale")
     lease_seconds: int = Field(default=120, gt=0, description="lease length; renewed during a fit")
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     fit_method: str = Field(default="auto", description=(
         "dynamic sets: 'auto' (enumerated scenario paths; NUTS when their importance weights "
         "fail the gate), 'paths' or 'nuts'"))
+    fit_quick_refits: bool = Field(default=True, description=(
+        "dynamic path fits: publish the last path fit's draws re-weighted for new evidence "
+        "(PSIS) when that passes the gate, then refine by enumerating (decision 015)"))
     fit_path_draws: int = Field(default=20000, gt=0, description=(
         "iid draws from the enumerated paths behind a dynamic set's nowcast"))
     fit_max_paths: int = Field(default=4_000_000, gt=0, description=(
@@ -140,6 +146,7 @@ class Settings(BaseSettings):
             sampler=SamplerSettings(draws=self.fit_draws, tune=self.fit_tune,
                                     chains=self.fit_chains, reweight=self.fit_reweight,
                                     method=self.fit_method, path_draws=self.fit_path_draws,
+                                    quick_refits=self.fit_quick_refits,
                                     max_paths=self.fit_max_paths,
                                     time_budget=self.fit_time_budget),
             gate=GateSettings(max_rhat=self.gate_max_rhat, min_ess_bulk=self.gate_min_ess,

@@ -169,8 +169,9 @@ def test_refit_only_when_evidence_changed_and_rejection_keeps_last_good(tmp_path
 @pytest.mark.slow
 def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifact(tmp_path):
     """The deployed path: a worker process fits the dynamic set by its scenario paths (decision
-    011: nothing to compile), a refit after one more observation likewise, each published with
-    its artifact saying how it was drawn and what the evidence covered."""
+    011: nothing to compile); a refit after one more observation re-weights those draws
+    (decision 015), and a second fit of the same evidence enumerates again; each published
+    with its artifact saying how it was drawn and what the evidence covered."""
     import xarray as xr
 
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
@@ -185,11 +186,21 @@ def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifa
         assert first["timings"]["compile_s"] == 0.0
         add_observation(store, data={"indicator": "joint_exercise", "date": "2025-11-20",
                                "grade": "A1"})
+        quick = runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
+        assert quick["status"] == "published", quick
+        assert quick["sampler"]["name"] == "psis", quick["sampler"]
+        assert quick["sampler"]["base_sampler"] == "paths"
+        assert quick["sampler"]["base_evidence_hash"] == first["evidence_hash"]
+        assert quick["diagnostics"]["max_mcse"] <= 0.005
         second = runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
         assert second["status"] == "published", second
         assert second["sampler"]["name"] == "paths", second["sampler"]
-        assert second["evidence_hash"] != first["evidence_hash"]
+        assert second["evidence_hash"] == quick["evidence_hash"] != first["evidence_hash"]
         assert second["diagnostics"]["max_mcse"] <= 0.005
+        for a, b in zip(get_fit(store, fit_id=quick["fit_id"]).summary["scenarios"],
+                        get_fit(store, fit_id=second["fit_id"]).summary["scenarios"],
+                        strict=True):
+            assert abs(a["probability"] - b["probability"]) <= 4 * a["mcse"] + 1e-4, (a, b)
         assert latest_published(store, set_id=set_id).id == second["fit_id"]
         artifact = xr.open_datatree(tmp_path / "fits" / set_id / f"{second['fit_id']}.nc",
                                     engine="h5netcdf")
@@ -203,4 +214,43 @@ def test_fits_in_the_worker_process_draw_from_the_paths_and_publish_their_artifa
         assert summary["coverage"]["evidence_complete_through"] is not None
     finally:
         runner.pool.shutdown()
+        store.dispose()
+
+
+@pytest.mark.slow
+def test_a_quick_refit_is_refined_once_writes_pause(tmp_path):
+    """Decision 015's loop: an observation's refit re-weights the last path fit (published at
+    once); once no write has been heard for ``refine_after`` seconds the scheduler fits the
+    same evidence again, which the worker enumerates; a write in between holds it off."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    _setup(url)
+    store = Database(url, today=TODAY)
+    runner = FitRunner(store, WorkerPool("inline"), Settings().fit_settings(),
+                       lease_seconds=120, artifacts_dir=tmp_path / "fits")
+    scheduler = RefitScheduler(store, runner, refit_interval=900, queue_poll=60,
+                               refine_after=1.0)  # not started: its jobs are called here
+    set_id = "sino-russian-convergence"
+    try:
+        assert runner.run_fit(create_fit(store, set_id=set_id,
+                                         requested_by="test"))["sampler"]["name"] == "paths"
+        add_observation(store, data={"indicator": "joint_exercise", "date": "2025-11-20",
+                                     "grade": "A1"})
+        quick = runner.run_fit(create_fit(store, set_id=set_id, requested_by="test"))
+        assert quick["sampler"]["name"] == "psis"
+        scheduler.refine()  # too soon: nothing
+        assert latest_published(store, set_id=set_id).id == quick["fit_id"]
+        time.sleep(1.1)
+        scheduler.heard({"any"})  # a write: the pause starts again
+        scheduler.refine()
+        assert latest_published(store, set_id=set_id).id == quick["fit_id"]
+        time.sleep(1.1)
+        scheduler.refine()
+        refined = latest_published(store, set_id=set_id)
+        assert refined.id != quick["fit_id"] and refined.requested_by == "refine"
+        assert refined.summary["sampler"]["name"] == "paths"
+        assert refined.evidence_hash == quick["evidence_hash"]
+        scheduler.refine()  # an enumerated fit needs no refinement
+        assert latest_published(store, set_id=set_id).id == refined.id
+    finally:
+        scheduler.shutdown()
         store.dispose()
