@@ -39,7 +39,9 @@ run: install
 	$(BIN)/signpost serve --host $(HOST) --port $(PORT)
 
 # Besides Python, the suite drives Debian's docker-compose (it validates docker-compose.yml
-# offline). Installed when missing and apt-get can (as root); otherwise that one test skips.
+# offline) and Debian's Chromium (the page's browser tests, tests/e2e/test_page.py: Playwright
+# cannot download its own browser). Each is installed when missing and apt-get can (as root);
+# otherwise the tests that need it skip.
 test-tools:
 	@command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
@@ -47,6 +49,12 @@ test-tools:
 	      { apt-get update -qq >/dev/null 2>&1 && \
 	        apt-get install -y -qq docker-compose >/dev/null 2>&1; }; }; } || \
 	  echo "note: docker-compose is not installed; tests/test_compose.py will skip its check"
+	@[ -x /usr/bin/chromium ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium is not installed; tests/e2e/test_page.py will skip"
 
 test: install test-tools
 	$(BIN)/python -m pytest

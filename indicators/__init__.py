@@ -51,8 +51,11 @@ from indicators.grades import (
 )
 from indicators.observations import (
     CSV_COLUMNS,
+    EXPORT_COLUMNS,
     Observation,
+    guard_formula,
     read_observations_csv,
+    unguard_formula,
     validate_observation,
 )
 from indicators.periods import (
@@ -73,6 +76,7 @@ __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_CATALOG_PATH",
     "DEFAULT_GRADES",
+    "EXPORT_COLUMNS",
     "FREQUENCIES",
     "KINDS",
     "OBSERVATION_COLUMNS",
@@ -102,6 +106,7 @@ __all__ = [
     "build_evidence",
     "elapsed_fraction",
     "evidence_from_aggregates",
+    "guard_formula",
     "latest_reviews",
     "load_catalog",
     "make_grid",
@@ -110,6 +115,7 @@ __all__ = [
     "period_floor",
     "read_observations_csv",
     "resolve_coverage",
+    "unguard_formula",
     "validate_observation",
     "weighted_observations",
 ]

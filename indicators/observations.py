@@ -24,8 +24,11 @@ from indicators.kinds import get_kind
 
 __all__ = [
     "CSV_COLUMNS",
+    "EXPORT_COLUMNS",
     "Observation",
+    "guard_formula",
     "read_observations_csv",
+    "unguard_formula",
     "validate_observation",
 ]
 
@@ -33,8 +36,16 @@ CSV_COLUMNS: tuple[str, ...] = ("date", "indicator", "value", "grade", "source",
 """The documented CSV header. ``date`` and ``indicator`` are required; ``analyst`` may be
 added; column order is free."""
 
+EXPORT_COLUMNS: tuple[str, ...] = ("id", "weight", "created_at", "retracted_at",
+                                   "retraction_reason")
+"""Columns an export (``GET /v1/observations?format=csv``) adds, which the reader accepts and
+ignores, except that a row with a ``retracted_at`` is left out: it was retracted, so it is not
+evidence. ``weight`` is informative: a row's weight is its grade's in the importing table."""
+
 _REQUIRED_COLUMNS = ("date", "indicator")
 _OPTIONAL_COLUMNS = ("value", "grade", "source", "url", "note", "analyst")
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, CSV injection).
+_FORMULA = re.compile(r"^'*[=+\-@\t\r]")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _FUTURE_GRACE = dt.timedelta(days=1)  # time zones: "today" in Tokyo is tomorrow in Hawaii
 
@@ -79,6 +90,22 @@ class Observation(BaseModel):
 
 _FIELDS = tuple(Observation.model_fields)
 _TEXT_FIELDS = ("source", "url", "note", "analyst")
+
+
+def guard_formula(text: str) -> str:
+    """A free-text CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, after any
+    apostrophes, gets one more leading apostrophe (a spreadsheet's "this is text" mark, which
+    it does not display); `unguard_formula` removes exactly that one, so
+    ``unguard_formula(guard_formula(s)) == s`` for every string.
+    """
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def unguard_formula(text: str) -> str:
+    """Undo `guard_formula`: drop the apostrophe before a formula trigger (or more apostrophes)."""
+    return text[1:] if text.startswith("'") and _FORMULA.match(text[1:]) else text
 
 
 def _parse_date(raw: Any, today: dt.date) -> dt.date:
@@ -218,6 +245,8 @@ def read_observations_csv(
     today: dt.date,
     grades: GradeTable = DEFAULT_GRADES,
     skip_bad: bool = False,
+    *,
+    retracted: list[int] | None = None,
 ) -> tuple[list[Observation], list[InvalidObservation]]:
     """Read and validate a CSV file of observations.
 
@@ -227,7 +256,9 @@ def read_observations_csv(
         CSV with the header ``date,indicator,value,grade,source,url,note`` (any order;
         ``date`` and ``indicator`` are required, the others and ``analyst`` optional). An
         empty ``value`` is 1, an empty ``grade`` is ``grades.default``; blank lines are
-        skipped.
+        skipped. An export's extra columns (`EXPORT_COLUMNS`) are accepted and ignored, and
+        its retracted rows (a non-empty ``retracted_at``) left out. A free-text cell guarded
+        by `guard_formula` is read back as it was stored (`unguard_formula`).
     catalog : Catalog
         The indicators that may be observed.
     today : datetime.date
@@ -237,6 +268,8 @@ def read_observations_csv(
     skip_bad : bool, optional
         If True, return the good rows and the errors; if False (default), any bad row
         raises and nothing is returned.
+    retracted : list of int, optional
+        If given, the line numbers of the retracted rows left out are appended to it.
 
     Returns
     -------
@@ -255,9 +288,9 @@ def read_observations_csv(
     if isinstance(path_or_file, str | Path):
         source = Path(path_or_file).name
         with open(path_or_file, encoding="utf-8-sig", newline="") as handle:
-            return _read(handle, source, catalog, today, grades, skip_bad)
+            return _read(handle, source, catalog, today, grades, skip_bad, retracted)
     source = getattr(path_or_file, "name", None)
-    return _read(path_or_file, source, catalog, today, grades, skip_bad)
+    return _read(path_or_file, source, catalog, today, grades, skip_bad, retracted)
 
 
 def _read(
@@ -267,6 +300,7 @@ def _read(
     today: dt.date,
     grades: GradeTable,
     skip_bad: bool,
+    retracted: list[int] | None = None,
 ) -> tuple[list[Observation], list[InvalidObservation]]:
     reader = csv.reader(handle)
     header = next(reader, None)
@@ -302,10 +336,16 @@ def _read(
                 )
             )
             continue
+        row = dict(zip(columns, cells, strict=False))
+        if row.get("retracted_at", "").strip():  # an export's retracted row: not evidence
+            if retracted is not None:
+                retracted.append(line)
+            continue
         record = {
-            column: cell
-            for column, cell in zip(columns, cells, strict=False)
-            if cell.strip() or column not in ("value", "grade")
+            column: unguard_formula(cell) if column in _TEXT_FIELDS else cell
+            for column, cell in row.items()
+            if (cell.strip() or column not in ("value", "grade"))
+            and column not in EXPORT_COLUMNS
         }
         try:
             observations.append(validate_observation(record, catalog, today, grades))
@@ -317,7 +357,7 @@ def _read(
 
 
 def _check_header(columns: list[str], source: str | None) -> None:
-    known = _REQUIRED_COLUMNS + _OPTIONAL_COLUMNS
+    known = _REQUIRED_COLUMNS + _OPTIONAL_COLUMNS + EXPORT_COLUMNS
     problems: list[str] = []
     missing = [column for column in _REQUIRED_COLUMNS if column not in columns]
     if missing:

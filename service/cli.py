@@ -36,10 +36,12 @@ from indicators import (
 )
 from priors import ScenarioSetError
 from service import migrate
+from service.alerts import create_rule, delivery_dict, parse_rule, rule_dict
 from service.analysis import attribution_payload, watchlist_payload, what_if_payload
 from service.context import Services
 from service.db import Database, aware
 from service.errors import ServiceError
+from service.exports import read_reviews_csv
 from service.outlook import (
     find_or_queue_replay,
     forecast_payload,
@@ -48,6 +50,7 @@ from service.outlook import (
     replay_payload,
 )
 from service.posterior import posterior_payload, set_detail
+from service.repositories import alerts as alert_repo
 from service.repositories.evidence import coverage_of, evidence_of
 from service.repositories.fits import create_fit, get_fit, latest_published, pending_fit
 from service.repositories.keys import ROLES, create_key
@@ -62,8 +65,10 @@ from service.repositories.sets import (
 )
 from service.reviews import add_review, list_reviews, observation_coverage, sets_touching
 from service.scheduler import queue_refits
+from service.scores import parse_resolution, resolve_set, scores_payload, set_scores_payload
 from service.settings import Settings, _redact
 from service.views import observation_dict
+from service.webhooks import AllowList
 from service.words import printed, printed_mcse
 
 app = typer.Typer(
@@ -77,6 +82,9 @@ sets_app = typer.Typer(help="Scenario sets: list, show, load.", no_args_is_help=
 keys_app = typer.Typer(help="API keys (only their hashes are stored).", no_args_is_help=True)
 app.add_typer(sets_app, name="sets")
 app.add_typer(keys_app, name="keys")
+alerts_app = typer.Typer(help="Alert rules: webhooks told when a new live fit meets them.",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -369,10 +377,20 @@ def import_(
         "--reviewed-through", metavar="DATE",
         help="The file is complete through DATE: record one review of the indicators in it "
              "(stored with the rows, or neither is).")] = None,
+    reviews_file: Annotated[Path | None, typer.Option(
+        "--reviews", metavar="REVIEWS.csv",
+        help="Reviews to store with the rows, as `GET /v1/reviews?format=csv` exports them "
+             "(all of them with the rows, or nothing).")] = None,
 ) -> None:
-    """Import observations from a CSV file, all or nothing (unless --skip-bad)."""
+    """Import observations from a CSV file, all or nothing (unless --skip-bad).
+
+    An export (GET /v1/observations?format=csv) imports as it is: its extra columns are
+    ignored and its retracted rows left out (docs/exports.md).
+    """
     if not file.is_file():
         _fail(f"{file}: no such file")
+    if reviews_file is not None and not reviews_file.is_file():
+        _fail(f"--reviews: {reviews_file}: no such file")
     with services() as svc:
         store = svc.store
         if if_empty:
@@ -381,8 +399,16 @@ def import_(
                 out.print(f"{stored} observations already stored; --if-empty: "
                           f"nothing imported from {file}")
                 return
+        retracted: list[int] = []
         observations, skipped = read_observations_csv(
-            file, get_catalog(store), today=store.today(), grades=store.grades, skip_bad=skip_bad)
+            file, get_catalog(store), today=store.today(), grades=store.grades, skip_bad=skip_bad,
+            retracted=retracted)
+        file_reviews, retracted_reviews = [], []
+        if reviews_file is not None:
+            try:
+                file_reviews, retracted_reviews = read_reviews_csv(store, reviews_file)
+            except ServiceError as exc:
+                _fail(f"--reviews: {exc.message}")
         review = None
         if reviewed_through is not None:
             indicators = sorted({o.indicator for o in observations})
@@ -393,7 +419,8 @@ def import_(
                       "note": f"imported from {file.name}"}
         try:
             imported, stored_review = add_observations(store, observations=observations,
-                                                       analyst=analyst, review=review)
+                                                       analyst=analyst, review=review,
+                                                       reviews=file_reviews)
         except ServiceError as exc:
             if exc.field == "through":
                 _fail(f"--reviewed-through: {exc.message.removeprefix('through: ')}; "
@@ -402,10 +429,21 @@ def import_(
         touched = {o.indicator for o in observations} if imported else set()
         if stored_review is not None:
             touched |= set(stored_review["indicators"])
-        queued = queue_refits(store, sets_touching(store, touched),
+        touched |= {i for fields, _ in file_reviews for i in fields.get("indicators", ())}
+        reviewed_sets = {fields["set_id"] for fields, _ in file_reviews if "set_id" in fields}
+        touched_sets = sets_touching(store, touched)
+        queued = queue_refits(store, touched_sets + sorted(reviewed_sets - set(touched_sets)),
                               requested_by=f"import {file.name}")
     out.print(f"imported {_plural(imported, 'observation')} from {file}"
-              + ("" if stored_review is not None else _queued_words(queued)))
+              + ("" if stored_review is not None or file_reviews else _queued_words(queued)))
+    if retracted:
+        out.print(f"left out {_plural(len(retracted), 'retracted row')} of {file.name} "
+                  "(retracted: not evidence)")
+    if reviews_file is not None:
+        out.print(f"stored {_plural(len(file_reviews), 'review')} from {reviews_file}"
+                  + (f", left out {len(retracted_reviews)} retracted"
+                     if retracted_reviews else "")
+                  + ("" if stored_review is not None else _queued_words(queued)), markup=False)
     if stored_review is not None:
         out.print(f"stored review {stored_review['id']}: "
                   f"{', '.join(stored_review['indicators'])} reviewed through "
@@ -830,6 +868,45 @@ def replay(
         _fail(f"replay {row.id} is {payload['status']}: {payload['reason'] or ''}", code=1)
 
 
+@app.command()
+@command
+def report(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    out_file: Annotated[Path, typer.Option(
+        "--out", metavar="BRIEF.html|BRIEF.pdf",
+        help="Where to write the brief: .pdf (one A4 page) or .html (one self-contained "
+             "file).")],
+) -> None:
+    """Write a one-page brief of the published posterior (PDF or HTML).
+
+    The probabilities in words, their history, the forecast fan, what moved them, what to
+    watch and what the evidence covered (docs/exports.md).
+    """
+    from service import report as brief_module  # matplotlib: imported only for this command
+
+    if out_file.suffix.lower() not in brief_module.FORMATS:
+        _fail(f"--out: {out_file.name} must end in {' or '.join(brief_module.FORMATS)}")
+    if not out_file.parent.is_dir():
+        _fail(f"--out: {out_file.parent} is not a directory")
+    with services() as svc:
+        try:
+            scenario_set = get_set(svc.store, set_id=set_id)
+        except ServiceError as exc:
+            _fail(f"--set: {exc.message}")
+        try:
+            brief = brief_module.build_brief(svc.store, scenario_set, svc.settings)
+        except ServiceError as exc:
+            if exc.code == "no_posterior":
+                _fail(f"--set: {exc.message}", code=1)
+            raise
+    try:
+        brief_module.write_brief(brief, out_file)
+    except OSError as exc:
+        _fail(f"--out: {out_file}: cannot write: {exc.strerror or exc}")
+    out.print(f"wrote {out_file}: {set_id}, fit {brief.posterior['fit_id']} (evidence through "
+              f"{brief.posterior['evidence_through']})", markup=False)
+
+
 # -- processes ----------------------------------------------------------------------------
 
 
@@ -862,20 +939,49 @@ def serve(
     uvicorn.run("service.api.app:app_factory", factory=True, host=host, port=port)
 
 
+def _serve_scheduler_metrics(svc: Services, host: str, port: int,
+                             chosen: bool) -> Callable[[], None] | None:
+    """Serve the scheduler's metrics; a taken port stops it if chosen, else only warns."""
+    from service.metrics import serve_metrics
+
+    try:
+        stop = serve_metrics(svc, host, port)
+    except OSError as exc:
+        problem = f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        hint = "--metrics-port or SIGNPOST_SCHEDULER_METRICS_PORT chooses the port, 0 none"
+        if chosen:
+            _fail(f"{problem} ({hint})")
+        err.print(f"warning: {problem}; the scheduler runs without them ({hint})",
+                  markup=False)
+        return None
+    err.print(f"metrics on http://{host}:{port}/metrics", markup=False)
+    return stop
+
+
 @app.command()
 @command
-def scheduler() -> None:
-    """Run only the refit scheduler (no HTTP), until SIGTERM or Ctrl-C."""
+def scheduler(
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Port of its Prometheus metrics, on SIGNPOST_HOST; 0: none "
+                               "(SIGNPOST_SCHEDULER_METRICS_PORT).")] = None,
+) -> None:
+    """Run only the refit scheduler (no API; its metrics on their own port), until SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
     svc = Services.build(settings, role="scheduler")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
+    port = settings.scheduler_metrics_port if metrics_port is None else metrics_port
+    stop_metrics = None
     try:
         if settings.migrate_on_start:
             svc.store.migrate()
         _check_schema(svc.store, settings)
+        if port:  # the default port is best effort; a chosen one must be had
+            chosen = (metrics_port is not None
+                      or "scheduler_metrics_port" in settings.model_fields_set)
+            stop_metrics = _serve_scheduler_metrics(svc, settings.host, port, chosen)
         svc.start_scheduler()
         err.print(f"scheduler running on {_redact(settings.url)}: refit check every "
                   f"{settings.refit_interval} s, queue poll every {settings.queue_poll} s "
@@ -886,6 +992,8 @@ def scheduler() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if stop_metrics is not None:
+            stop_metrics()
         svc.close()
     _exit_after_running_fits(SHUTDOWN_GRACE)
 
@@ -932,3 +1040,190 @@ def keys_create(
     err.print(f"created {role} key{label}; it is shown once and only its hash is stored:",
               markup=False)
     print(secret, flush=True)
+
+
+# -- alerts, resolutions and scores -------------------------------------------------------
+
+
+def _rule_words(rule: dict[str, Any]) -> str:
+    what = rule["scenario"] or "any scenario"
+    if rule["kind"] == "leader":
+        return f"the most probable scenario changes (watching {what})"
+    conditions = [f"{name} {rule[key]:g}" for key, name in
+                  (("above", "rises above"), ("below", "falls below"),
+                   ("min_move", "moves by at least")) if rule[key] is not None]
+    return f"{what} {' or '.join(conditions)}"
+
+
+@alerts_app.command("add")
+@command
+def alerts_add(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    webhook: Annotated[str, typer.Option(help="The http(s) URL that gets each alert.")],
+    secret: Annotated[str, typer.Option(help="Signs each body (HMAC-SHA256), 16+ chars.")],
+    scenario: Annotated[str | None, typer.Option(help="The scenario watched (default: "
+                                                      "all).")] = None,
+    above: Annotated[float | None, typer.Option(help="Fire when it rises past this.")] = None,
+    below: Annotated[float | None, typer.Option(help="Fire when it falls past this.")] = None,
+    min_move: Annotated[float | None, typer.Option(
+        "--min-move", help="Fire when it moved this much since the rule last fired.")] = None,
+    kind: Annotated[str, typer.Option(help="probability, or leader (the most probable "
+                                           "scenario changes).")] = "probability",
+    analyst: Annotated[str, typer.Option(help="Who added it.")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Add an alert rule: its webhook gets one signed POST when a new live fit meets it."""
+    fields = {"set_id": set_id, "webhook_url": webhook, "secret": secret, "kind": kind,
+              "scenario": scenario, "above": above, "below": below, "min_move": min_move}
+    rule = parse_rule({k: v for k, v in fields.items() if v is not None})
+    with services() as svc:
+        row = create_rule(svc.store, rule, AllowList.parse(svc.settings.webhook_allow_hosts),
+                          analyst)
+    data = rule_dict(row)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(f"added alert rule {data['id']} on {set_id}: {_rule_words(data)} → "
+              f"{data['webhook_url']}", markup=False)
+
+
+@alerts_app.command("list")
+@command
+def alerts_list(
+    set_id: Annotated[str | None, typer.Option("--set", help="Only this set's rules.")] = None,
+    include_deleted: Annotated[bool, typer.Option("--all", help="Deleted ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """List the alert rules, newest first (never their secrets)."""
+    with services() as svc:
+        if set_id is not None:
+            get_set(svc.store, set_id=set_id)
+        rows, total = alert_repo.list_rules(svc.store, set_id=set_id,
+                                            include_deleted=include_deleted, limit=1000)
+    items = [rule_dict(row) for row in rows]
+    if as_json:
+        print(json.dumps({"items": items, "total": total, "next": None}, indent=2))
+        return
+    if not items:
+        out.print("no alert rules" + (f" for {set_id}" if set_id else ""))
+    for rule in items:
+        deleted = f" [deleted {rule['deleted_at'][:10]}]" if rule["deleted_at"] else ""
+        out.print(f"rule {rule['id']}{deleted}: {rule['set_id']}: {_rule_words(rule)} → "
+                  f"{rule['webhook_url']} (secret {rule['secret_hint']})", markup=False)
+
+
+@alerts_app.command("delete")
+@command
+def alerts_delete(
+    rule_id: Annotated[int, typer.Argument(metavar="ID", help="The rule's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Delete an alert rule (kept for its deliveries; its pending ones are not sent)."""
+    with services() as svc:
+        data = rule_dict(alert_repo.delete_rule(svc.store, rule_id=rule_id))
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(f"deleted alert rule {rule_id} at {data['deleted_at']}")
+
+
+@alerts_app.command("deliveries")
+@command
+def alerts_deliveries(
+    rule_id: Annotated[int | None, typer.Option("--rule", help="Only this rule's.")] = None,
+    set_id: Annotated[str | None, typer.Option("--set", help="Only this set's.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, delivered or failed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """List the alerts sent (or being sent), newest first, with status and attempts."""
+    if status is not None and status not in alert_repo.DELIVERY_STATUSES:
+        _fail(f"--status: '{status}' is not one of {', '.join(alert_repo.DELIVERY_STATUSES)}")
+    with services() as svc:
+        if set_id is not None:
+            get_set(svc.store, set_id=set_id)
+        rows, total = alert_repo.list_deliveries(svc.store, rule_id=rule_id, set_id=set_id,
+                                                 status=status, limit=1000)
+    items = [delivery_dict(row) for row in rows]
+    if as_json:
+        print(json.dumps({"items": items, "total": total, "next": None}, indent=2))
+        return
+    if not items:
+        out.print("no alerts")
+    for item in items:
+        error = f" — {item['last_error']}" if item["last_error"] else ""
+        out.print(f"alert {item['id']} (rule {item['rule_id']}, fit {item['fit_id'][:8]}): "
+                  f"{item['status']} after {_plural(item['attempts'], 'attempt')}: "
+                  f"{item['reason']}{error}", markup=False)
+
+
+@app.command()
+@command
+def resolve(
+    set_id: Annotated[str, typer.Option("--set", help="The scenario set's id.")],
+    scenario: Annotated[str | None, typer.Option(help="The scenario that came true.")] = None,
+    date: Annotated[str | None, typer.Option(help="When the answer became known "
+                                                  "(YYYY-MM-DD).")] = None,
+    void: Annotated[bool, typer.Option("--void", help="The question lapsed: not "
+                                                      "scored.")] = False,
+    note: Annotated[str, typer.Option(help="The evidence for the answer.")] = "",
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the current "
+                                                            "resolution.")] = False,
+    by: Annotated[str, typer.Option(help="Who resolved it.")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Resolve a set: the scenario that came true and when, or --void. Scores follow."""
+    fields = {"scenario": scenario, "date": date, "void": void, "note": note,
+              "replace": replace}
+    body = parse_resolution({k: v for k, v in fields.items() if v is not None})
+    with services() as svc:
+        data = resolve_set(svc.store, set_id=set_id, body=body, resolved_by=by)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    answer = "void" if data["status"] == "void" else f"'{data['scenario']}'"
+    out.print(f"resolved {set_id} as {answer} on {data['date']}"
+              + (" (replacing the previous resolution)" if data["replaced"] else ""),
+              markup=False)
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+@app.command()
+@command
+def score(
+    set_id: Annotated[str | None, typer.Option("--set", help="Only this set.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Brier and log scores of the resolved sets' live forecasts, and their reliability."""
+    with services() as svc:
+        payload = (set_scores_payload(svc.store, set_id=set_id) if set_id
+                   else scores_payload(svc.store))
+    if as_json:
+        print(json.dumps(payload, indent=2))
+        return
+    rows = [payload] if set_id else payload["sets"]
+    if not rows:
+        out.print("no set is resolved yet (signpost resolve --set ID --scenario K --date D)")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("set", "status", "answer", "fits", "brier", "log score",
+                   *(f"brier {lead}d" for lead in (30, 90, 180, 365))):
+        table.add_column(column, justify="left" if column in ("set", "status", "answer")
+                         else "right", no_wrap=True)
+    for row in rows:
+        leads = {lead["lead_days"]: lead["brier"] for lead in row["leads"]}
+        answer = (row["resolution"] or {}).get("scenario") or "—"
+        table.add_row(row["set_id"], row["status"], answer, str(row["n_fits"]),
+                      _score(row["brier"]), _score(row["log_score"]),
+                      *(_score(leads.get(lead)) for lead in (30, 90, 180, 365)))
+    out.print(table)
+    if not set_id:
+        out.print(f"over {_plural(payload['n_scored_sets'], 'scored set')}: brier "
+                  f"{_score(payload['brier'])}, log score {_score(payload['log_score'])}")
+        bins = [b for b in payload["reliability"] if b["n"]]
+        if bins:
+            out.print("reliability: " + "; ".join(
+                f"{b['bin']}: {b['n']} forecasts, mean {b['mean_forecast']:.2f}, observed "
+                f"{b['observed_frequency']:.2f}" for b in bins), markup=False)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 
+from service.alerts import AlertDispatcher
 from service.changes import ChangeFeed
 from service.db import Database
 from service.posterior import PosteriorCache
@@ -36,6 +37,7 @@ class Services:
     scheduler: RefitScheduler | None = field(default=None)
     posterior_cache: PosteriorCache = field(default_factory=PosteriorCache)
     feed: ChangeFeed | None = field(default=None)
+    alerts: AlertDispatcher | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings, worker_mode: str | None = None,
@@ -52,6 +54,9 @@ class Services:
         services = cls(settings=settings, store=store, pool=pool, runner=runner,
                        posterior_cache=PosteriorCache(settings.word_table()))
         runner.on_publish.append(services.posterior_cache.invalidate)
+        # a published live fit's alerts are recorded at once and sent on their own threads
+        services.alerts = AlertDispatcher.from_settings(store, settings)
+        runner.on_publish.append(services.alerts.on_publish)
         return services
 
     def change_feed(self) -> ChangeFeed:
@@ -68,6 +73,8 @@ class Services:
                                         settle=settings.settle, settle_max=settings.settle_max,
                                         refine_after=settings.refine_after)
         self.scheduler.start()
+        if self.alerts is not None:  # the publishing process sends what a crash left pending
+            self.alerts.resume()
         return self.scheduler
 
     def close(self) -> None:
@@ -76,5 +83,7 @@ class Services:
             self.feed.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown()
+        if self.alerts is not None:
+            self.alerts.close()
         self.pool.shutdown()
         self.store.dispose()

@@ -4,7 +4,9 @@ Tables: ``scenario_sets``, ``observations`` (append-only; retraction, never dele
 ``observation_months`` (their monthly sufficient statistics), ``reviews`` and
 ``review_indicators`` (append-only: which indicators' sources were reviewed through which
 date), ``fits`` (one row per fit attempt, with diagnostics and summary JSON), ``leases`` (one
-row per scenario set: who may fit it until when) and ``api_keys`` (hashes).
+row per scenario set: who may fit it until when), ``api_keys`` (hashes), ``alert_rules``
+and ``alert_deliveries`` (webhooks and what was sent), ``resolutions`` (how a question was
+answered), ``audit_log`` (append-only: who wrote what, when, from where).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     text,
@@ -193,7 +196,12 @@ class LeaseRow(Base):
 
 
 class ApiKeyRow(Base):
-    """An API key: only its SHA-256 hash is kept."""
+    """An API key: only its SHA-256 hash is kept.
+
+    Refused once ``revoked`` (``revoked_at`` says when) or past ``expires_at``; a rotated
+    key's successor names it in ``rotated_from``. ``last_used_at`` is written at most once a
+    minute per key (migration 0008; `service.repositories.keys`).
+    """
 
     __tablename__ = "api_keys"
 
@@ -204,6 +212,131 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rotated_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+
+
+class AuditRow(Base):
+    """One entry of the audit log: who did what, to what, when and from where.
+
+    Append-only: no code path updates or deletes an entry, and the database refuses both
+    (triggers of migration 0008). ``actor`` is a key's name (or prefix), ``cli:<user>`` or
+    ``anonymous``; ``action`` one of `service.audit.ACTIONS`; ``target`` what it acted on
+    (``observation:42``, ``key:3``); ``detail`` never holds a secret.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    client: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_actor", "actor", "id"),
+        Index("ix_audit_log_action", "action", "id"),
+        Index("ix_audit_log_target", "target", "id"),
+    )
+
+
+class AlertRuleRow(Base):
+    """An alert rule of a set: when a new live fit meets it, its webhook is sent one POST.
+
+    Soft-deleted (``deleted_at``) so its deliveries keep their rule. ``reference`` holds the
+    probabilities (by scenario) that ``min_move`` is measured from: the published ones when
+    the rule was created, then those of the fit it last fired on. ``secret`` signs the
+    deliveries, so it is kept as given (it is never served back).
+    """
+
+    __tablename__ = "alert_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    set_id: Mapped[str] = mapped_column(ForeignKey("scenario_sets.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # probability | leader
+    scenario: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    above: Mapped[float | None] = mapped_column(Float, nullable=True)
+    below: Mapped[float | None] = mapped_column(Float, nullable=True)
+    min_move: Mapped[float | None] = mapped_column(Float, nullable=True)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    webhook_url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reference: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reference_fit_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+
+    __table_args__ = (Index("ix_alert_rules_set_id", "set_id"),)
+
+
+class AlertDeliveryRow(Base):
+    """One alert: a rule met by a fit, the JSON body as sent, and how its delivery went.
+
+    Unique on (rule, fit): a fit fires a rule at most once, whichever process evaluates it.
+    """
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id"))
+    set_id: Mapped[str] = mapped_column(String(100))
+    fit_id: Mapped[str] = mapped_column(ForeignKey("fits.id"))
+    scenario: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[str] = mapped_column(Text)  # the body's exact JSON text, signed as sent
+    status: Mapped[str] = mapped_column(String(20))  # pending delivered failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # when a pending delivery is next due (pushed ahead while one process attempts it)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("rule_id", "fit_id", name="uq_alert_deliveries_rule_fit"),
+        Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+
+class ResolutionRow(Base):
+    """How a set's question was answered (a scenario, or void), and when.
+
+    Kept when replaced: the current resolution of a set is its row not superseded.
+    """
+
+    __tablename__ = "resolutions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    set_id: Mapped[str] = mapped_column(ForeignKey("scenario_sets.id"))
+    scenario: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None: void
+    void: Mapped[bool] = mapped_column(Boolean)
+    date: Mapped[date] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(Text, default="")
+    resolved_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                           nullable=True)
+
+    __table_args__ = (
+        # one current resolution per set (migration 0007)
+        Index("ux_resolutions_current_per_set", "set_id", unique=True,
+              sqlite_where=text("superseded_at IS NULL"),
+              postgresql_where=text("superseded_at IS NULL")),
+    )
 
 
 def make_engine(url: str) -> Engine:
@@ -240,12 +373,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 
 __all__ = [
+    "AlertDeliveryRow",
+    "AlertRuleRow",
     "ApiKeyRow",
+    "AuditRow",
     "Base",
     "FitRow",
     "LeaseRow",
     "ObservationMonthRow",
     "ObservationRow",
+    "ResolutionRow",
     "ReviewIndicatorRow",
     "ReviewRow",
     "ScenarioSetRow",

@@ -144,19 +144,20 @@ def history_payload(scenario_set: ScenarioSet, rows: list[FitRow],
                     word_table: WordTable = DEFAULT_WORDS) -> dict[str, Any]:
     """One row per published fit: when, through which date, each scenario's probability.
 
-    ``probabilities`` maps each scenario id to its probability, ``words`` to its estimative
-    words in ``word_table``.
+    ``probabilities`` maps each scenario id to its probability, ``mcse`` to its Monte Carlo
+    standard error, ``words`` to its estimative words in ``word_table``.
     """
     items = []
     for row in rows:
         record = FitRecord.from_stored(row.summary)
-        probabilities = {s.id: record.probability_of(s.id) if record else None
-                         for s in scenario_set.scenarios}
+        found = {s.id: record.scenario(s.id) if record else None for s in scenario_set.scenarios}
+        probabilities = {k: r.probability if r else None for k, r in found.items()}
         items.append({
             "fit_id": row.id,
             "fitted_at": aware(row.finished_at).isoformat(),
             "evidence_through": row.as_of.isoformat() if row.as_of else None,
             "probabilities": probabilities,
+            "mcse": {k: r.mcse if r else None for k, r in found.items()},
             "words": {k: words(p, word_table) for k, p in probabilities.items()},
         })
     return {"set_id": scenario_set.id, "scenarios": list(scenario_set.scenario_ids),

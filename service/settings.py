@@ -7,6 +7,7 @@ message naming the variable.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forecast import FitSettings, GateSettings, SamplerSettings
 from indicators import COVERAGE_RULES, DEFAULT_GRADES, GradeTable
+from service.webhooks import AllowList
 from service.words import WordTable, check_words_setting, parse_word_table
+
+# a CORS origin as a browser sends it: scheme://host[:port]
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -44,6 +49,16 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, gt=0, description="lease length; renewed during a fit")
     require_read_key: bool = False
     max_body_bytes: int = 1 << 20
+    max_drain_bytes: int = Field(default=8 << 20, ge=0, description=(
+        "a body refused as too large (413) is read and discarded up to this many bytes, so "
+        "the client finishes sending and reads the refusal; past it the connection is closed "
+        "(docs/hardening.md)"))
+    cors_origins: str = Field(default="", description=(
+        "comma-separated origins (https://dash.example.org) that browsers may call the API "
+        "from; empty: CORS is off (docs/hardening.md)"))
+    behind_tls: bool = Field(default=False, description=(
+        "clients reach the service over HTTPS only (itself or a TLS-terminating proxy): send "
+        "Strict-Transport-Security"))
     grades: str = Field(default="", description="JSON grade table (reliability, credibility)")
     words: str = Field(default="", description=(
         "JSON estimative-words table (ICD 203's if empty): a list of bands from 0 up, "
@@ -88,6 +103,18 @@ class Settings(BaseSettings):
         "(every period through today: a log complete by construction)"))
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
+    scheduler_metrics_port: int = Field(default=9464, ge=0, lt=65536, description=(
+        "`signpost scheduler`: the port its Prometheus metrics are served on, at SIGNPOST_HOST "
+        "(0: not served; docs/metrics.md)"))
+    webhook_allow_hosts: str = Field(default="", description=(
+        "comma-separated hosts (or host:port) alert webhooks may reach although they resolve "
+        "to loopback, private or otherwise non-public addresses (service.webhooks)"))
+    webhook_timeout: float = Field(default=10.0, gt=0, description=(
+        "seconds an alert webhook has to answer one attempt"))
+    webhook_retries: int = Field(default=5, ge=0, description=(
+        "retries of an alert delivery after a non-2xx answer or a timeout, then it is failed"))
+    webhook_backoff: float = Field(default=1.0, ge=0, description=(
+        "seconds before the first retry; each further retry waits twice as long"))
 
     @field_validator("worker")
     @classmethod
@@ -109,6 +136,25 @@ class Settings(BaseSettings):
         if value not in COVERAGE_RULES:
             raise ValueError(f"must be one of {', '.join(COVERAGE_RULES)}")
         return value
+
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _webhook_allow_hosts(cls, value: str) -> str:
+        AllowList.parse(value)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        for origin in filter(None, (part.strip() for part in value.split(","))):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: list scheme://host[:port] "
+                                 "entries, no path, no trailing slash, no '*'")
+        return value
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins ``SIGNPOST_CORS_ORIGINS`` lists (empty: CORS off)."""
+        return [part.strip() for part in self.cors_origins.split(",") if part.strip()]
 
     @property
     def url(self) -> str:

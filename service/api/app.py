@@ -15,8 +15,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.api import fits, health, observations, reviews, sets
+from service.api import alerts as alert_routes
+from service.api import fits, health, observations, page, reviews, sets
+from service.api import scores as score_routes
 from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from service.api.metrics import install_metrics
 from service.context import Services
 from service.settings import Settings, get_settings
 
@@ -80,8 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_metrics(app)  # last: its middleware is the outermost, timing the others too
     app.include_router(health.router)
+    app.include_router(page.router)  # HTML at / and /sets/{id}; not in the OpenAPI document
     for module in (sets, observations, reviews, fits):
+        app.include_router(module.router, prefix="/v1")
+    for module in (alert_routes, score_routes):
         app.include_router(module.router, prefix="/v1")
     return app
 

@@ -223,6 +223,8 @@ class HistoryItem(Public):
     fitted_at: Timestamp
     evidence_through: Date | None
     probabilities: dict[str, float | None]
+    mcse: dict[str, float | None] = Field(description=(
+        "each probability's Monte Carlo standard error (0: exact)"))
     words: dict[str, str | None] = Field(description="each probability's estimative words")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from service import exports
 from service.api.deps import (
     AnalystKey,
     IdempotencyKey,
@@ -17,6 +18,7 @@ from service.api.deps import (
     json_model,
     who,
 )
+from service.api.downloads import Format, csv_download, csv_ok
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import (
     ObservationCreate,
@@ -70,7 +72,9 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
     return {**observation_dict(row), "coverage": coverage}
 
 
-@router.get("", response_model=ObservationPage, responses={404: ERROR_RESPONSES[404]})
+@router.get("", response_model=ObservationPage,
+            responses=csv_ok("A page of observations (JSON), or every matching row (CSV)")
+            | {404: ERROR_RESPONSES[404]})
 def list_observations(
     request: Request, store: StoreDep, _: ReadAccess,
     indicator: str | None = None,
@@ -80,16 +84,25 @@ def list_observations(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     include_retracted: bool = True,
-) -> dict[str, Any]:
-    """A page of observations, newest date first: ``{"items", "total", "next"}``."""
+    format_: Format = "json",
+) -> Any:
+    """A page of observations, newest date first: ``{"items", "total", "next"}``.
+
+    ``format=csv``: every matching row (``limit`` and ``offset`` page the JSON only), in the
+    same order, as the file `signpost import` reads back (docs/exports.md).
+    """
     if indicator is not None:
         sets.get_catalog(store).get_or_raise(indicator, field="indicator")
     if since and until and since > until:
         raise BadRequest(f"until: {until} is before since ({since})", field="until")
+    filters = {"indicator": indicator, "set_id": set_id, "since": since, "until": until,
+               "include_retracted": include_retracted}
     try:
-        rows, total = observations.list_observations(
-            store, indicator=indicator, set_id=set_id, since=since, until=until, limit=limit,
-            offset=offset, include_retracted=include_retracted)
+        if format_ == "csv":
+            pages = observations.iter_observations(store, **filters)
+            return csv_download(exports.observation_lines(pages), "observations.csv")
+        rows, total = observations.list_observations(store, limit=limit, offset=offset,
+                                                     **filters)
     except NotFound as exc:
         raise NotFound(exc.message, field="set") from None
     return page(request, [observation_dict(r) for r in rows], total, offset, limit)

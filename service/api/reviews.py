@@ -18,10 +18,12 @@ from service.api.deps import (
     json_model,
     who,
 )
+from service.api.downloads import Format, csv_download, csv_ok
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Retraction, ReviewCreate, ReviewPage, ReviewWithRefits
 from service.api.responses import page
 from service.errors import BadRequest, NotFound
+from service.exports import review_lines
 from service.repositories import sets
 from service.reviews import add_review, list_reviews, retract_review, sets_touching
 from service.scheduler import queue_refits
@@ -61,7 +63,9 @@ def create_review(key: AnalystKey, body: ReviewBody, store: StoreDep, response: 
     return _with_refits(store, review, requested_by=f"review {review['id']}")
 
 
-@router.get("", response_model=ReviewPage, responses={404: ERROR_RESPONSES[404]})
+@router.get("", response_model=ReviewPage,
+            responses=csv_ok("A page of reviews (JSON), or every matching review (CSV)")
+            | {404: ERROR_RESPONSES[404]})
 def get_reviews(
     request: Request, store: StoreDep, _: ReadAccess,
     set_id: Annotated[str | None, Query(alias="set", max_length=100,
@@ -70,11 +74,14 @@ def get_reviews(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
     include_retracted: bool = True,
-) -> dict[str, Any]:
+    format_: Format = "json",
+) -> Any:
     """Reviews, newest ``through`` first: ``{"items", "total", "next"}``.
 
     ``set`` keeps the reviews covering any of that set's indicators (a review of an
-    indicator counts for every set that uses it).
+    indicator counts for every set that uses it). ``format=csv``: every matching review
+    (``limit`` and ``offset`` page the JSON only), the file ``signpost import --reviews``
+    reads back (docs/exports.md).
     """
     if indicator is not None:
         try:
@@ -82,6 +89,10 @@ def get_reviews(
         except ValueError as exc:
             raise BadRequest(str(exc), field="indicator") from None
     try:
+        if format_ == "csv":
+            return csv_download(review_lines(store, set_id=set_id, indicator=indicator,
+                                             include_retracted=include_retracted),
+                                "reviews.csv")
         items, total = list_reviews(store, set_id=set_id, indicator=indicator, limit=limit,
                                     offset=offset, include_retracted=include_retracted)
     except NotFound as exc:

@@ -20,6 +20,7 @@ from service.api.deps import (
     body_schema,
     read_access,
 )
+from service.api.downloads import Format, csv_download, csv_ok
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import (
     Attribution,
@@ -38,6 +39,7 @@ from service.api.models import (
 )
 from service.api.responses import cached_json, render, rendered_json
 from service.errors import NotFound
+from service.exports import history_csv
 from service.outlook import (
     find_or_queue_replay,
     forecast_payload,
@@ -95,14 +97,22 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
                    code="no_posterior")
 
 
-@router.get("/{set_id}/history", responses=_rendered(History, "One row per published fit"))
-def get_history(set_id: str, request: Request, store: StoreDep,
-                settings: SettingsDep) -> Response:
-    """One row per published fit, oldest first, with each scenario's probability."""
+@router.get("/{set_id}/history",
+            responses=csv_ok("One row per published fit: JSON with an ETag, or CSV", History)
+            | _NOT_MODIFIED | {422: ERROR_RESPONSES[422]})
+def get_history(set_id: str, request: Request, store: StoreDep, settings: SettingsDep,
+                format_: Format = "json") -> Response:
+    """One row per published fit, oldest first, with each scenario's probability.
+
+    ``format=csv``: the same rows, one column per scenario's probability, MCSE and words
+    (``p_<id>``, ``mcse_<id>``, ``words_<id>``; docs/exports.md).
+    """
     scenario_set = sets.get_set(store, set_id=set_id)
-    return cached_json(request, history_payload(scenario_set,
-                                                fits.fit_history(store, set_id=set_id),
-                                                settings.word_table()))
+    payload = history_payload(scenario_set, fits.fit_history(store, set_id=set_id),
+                              settings.word_table())
+    if format_ == "csv":
+        return csv_download(history_csv(payload), f"{set_id}-history.csv")
+    return cached_json(request, payload)
 
 
 @router.get("/{set_id}/path", responses=_rendered(Paths, "The filtered path"))

@@ -6,12 +6,12 @@ in the same transaction; `service.repositories.evidence` aggregates them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, select, true
+from sqlalchemy import and_, delete, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 
 from indicators import Catalog, InvalidObservation, Observation
@@ -29,6 +29,7 @@ __all__ = [
     "add_observations",
     "add_to_months",
     "count_observations",
+    "iter_observations",
     "list_observations",
     "month_index",
     "observation_row",
@@ -98,26 +99,31 @@ def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
 
 
 def add_observations(db: Database, *, observations: Iterable[Observation], analyst: str = "",
-                     review: Mapping[str, Any] | None = None
+                     review: Mapping[str, Any] | None = None,
+                     reviews: Sequence[tuple[Mapping[str, Any], str]] = ()
                      ) -> tuple[int, dict[str, Any] | None]:
     """Commit validated observations in one transaction; returns how many (and the review).
 
     With ``review`` (the fields of `service.reviews.ReviewIn`), the review is validated
-    first and committed in the same transaction: both are stored, or neither.
+    first and committed in the same transaction: both are stored, or neither. ``reviews``
+    are more of them, each with its own analyst (``(fields, analyst)``: a reviews file's
+    rows), validated and committed the same way.
     """
     from service.reviews import add_review, validate_review
 
     catalog = get_catalog(db)
     rows = [observation_row(db, observation=obs, analyst=analyst, catalog=catalog)
             for obs in observations]
-    if review is not None:
-        validate_review(db, review)  # refused before anything is written
+    for fields in ([review] if review is not None else []) + [r for r, _ in reviews]:
+        validate_review(db, fields)  # refused before anything is written
     stored = None
     with db.Session.begin() as session:
         session.add_all(rows)
         add_to_months(session, rows=rows)
         if review is not None:
             stored, _ = add_review(db, review, analyst=analyst, session=session)
+        for fields, by in reviews:
+            add_review(db, fields, analyst=by or analyst, session=session)
     return len(rows), stored
 
 
@@ -142,6 +148,61 @@ def list_observations(db: Database, *, indicator: str | None = None,
         An unknown ``set_id``.
 
     """
+    where = _matching(db, indicator=indicator, set_id=set_id, since=since, until=until,
+                      include_retracted=include_retracted)
+    with db.Session() as session:
+        total = int(session.scalar(select(func.count(ObservationRow.id)).where(where)))
+        rows = session.scalars(
+            select(ObservationRow).where(where)
+            .order_by(ObservationRow.date.desc(), ObservationRow.id.desc())
+            .limit(limit).offset(offset)
+        ).all()
+    return list(rows), total
+
+
+def iter_observations(db: Database, *, indicator: str | None = None,
+                      set_id: str | None = None, since: date | None = None,
+                      until: date | None = None, include_retracted: bool = True,
+                      page_size: int = 500) -> Iterator[list[ObservationRow]]:
+    """Every matching observation, in `list_observations`' order, ``page_size`` rows a page.
+
+    Each page is one short query that starts after the last row of the previous page (by
+    date and id, not by offset), so memory stays bounded and a row logged meanwhile neither
+    repeats nor shifts a row out.
+
+    Raises
+    ------
+    NotFound
+        An unknown ``set_id`` (before the first page).
+
+    """
+    where = _matching(db, indicator=indicator, set_id=set_id, since=since, until=until,
+                      include_retracted=include_retracted)
+    return _pages(db, where, page_size)
+
+
+def _pages(db: Database, where: Any, page_size: int) -> Iterator[list[ObservationRow]]:
+    after: tuple[date, int] | None = None
+    while True:
+        query = select(ObservationRow).where(where)
+        if after is not None:
+            last_date, last_id = after
+            query = query.where(or_(ObservationRow.date < last_date,
+                                    and_(ObservationRow.date == last_date,
+                                         ObservationRow.id < last_id)))
+        with db.Session() as session:
+            rows = list(session.scalars(
+                query.order_by(ObservationRow.date.desc(), ObservationRow.id.desc())
+                .limit(page_size)))
+        if not rows:
+            return
+        yield rows
+        after = (rows[-1].date, rows[-1].id)
+
+
+def _matching(db: Database, *, indicator: str | None, set_id: str | None, since: date | None,
+              until: date | None, include_retracted: bool) -> Any:
+    """The WHERE clause of the listing filters (NotFound for an unknown set)."""
     conditions = []
     if indicator:
         conditions.append(ObservationRow.indicator == indicator)
@@ -154,15 +215,7 @@ def list_observations(db: Database, *, indicator: str | None = None,
         conditions.append(ObservationRow.date <= until)
     if not include_retracted:
         conditions.append(ObservationRow.retracted_at.is_(None))
-    where = and_(*conditions) if conditions else true()
-    with db.Session() as session:
-        total = int(session.scalar(select(func.count(ObservationRow.id)).where(where)))
-        rows = session.scalars(
-            select(ObservationRow).where(where)
-            .order_by(ObservationRow.date.desc(), ObservationRow.id.desc())
-            .limit(limit).offset(offset)
-        ).all()
-    return list(rows), total
+    return and_(*conditions) if conditions else true()
 
 
 def retract_observation(db: Database, *, observation_id: int, reason: str,
