@@ -20,6 +20,7 @@ from service.api import fits, health, observations, page, reviews, sets
 from service.api import scores as score_routes
 from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from service.api.metrics import install_metrics
+from service.api.polls import PosteriorPolls
 from service.context import Services
 from service.settings import Settings, get_settings
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={s: ERROR_RESPONSES[s] for s in (422, 500)},
     )
     install_error_handlers(app)
+    app.add_middleware(PosteriorPolls)  # first: the innermost, inside every other middleware
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_metrics(app)  # last: its middleware is the outermost, timing the others too
     app.include_router(health.router)
