@@ -15,7 +15,7 @@ SAMPLE := indicators/data/sample_observations.csv
 # The sample was collected through this date: its import records a review of its indicators.
 SAMPLE_REVIEWED_THROUGH := 2025-12-31
 
-.PHONY: install run test test-tools lint bench bench-core bench-replays bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias clean
+.PHONY: install run test test-tools lint bench bench-core bench-replays bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias bench-quick clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -71,7 +71,7 @@ bench-core: install
 bench-replays: install
 	$(BIN)/python -m bench.replay_series
 
-bench: bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays bench-robustness bench-bias
+bench: bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-core bench-replays bench-robustness bench-bias bench-quick
 
 bench-refit: install
 	$(BIN)/python -m bench.refit_latency
@@ -96,3 +96,6 @@ bench-robustness: install
 
 bench-bias: install
 	$(BIN)/python -m bench.bias
+
+bench-quick: install
+	$(BIN)/python -m bench.quick_refits
