@@ -15,7 +15,7 @@ SAMPLE := indicators/data/sample_observations.csv
 # The sample was collected through this date: its import records a review of its indicators.
 SAMPLE_REVIEWED_THROUGH := 2025-12-31
 
-.PHONY: install run test test-tools lint bench bench-core bench-replays bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias bench-quick clean
+.PHONY: install run test test-tools lint fuzz bench bench-core bench-replays bench-refit bench-loop bench-rows bench-http bench-samplers bench-calibration bench-robustness bench-bias bench-quick soak clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 && $(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 12)' 2>/dev/null || { \
@@ -62,6 +62,14 @@ test: install test-tools
 lint: install
 	$(BIN)/ruff check forecast indicators priors service tests bench
 
+# The suite's fuzzer (tests/e2e/test_fuzz.py) at more examples per operation (FUZZ_EXAMPLES):
+# every phase against a real server, ~4,700 requests in ~3 min at 100; prints what each
+# operation answered (docs/hardening.md).
+FUZZ_EXAMPLES ?= 100
+fuzz: install
+	SIGNPOST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider -rP \
+	  tests/e2e/test_fuzz.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
 
@@ -99,3 +107,9 @@ bench-bias: install
 
 bench-quick: install
 	$(BIN)/python -m bench.quick_refits
+
+# Load and faults (kill -9, a full disk, a locked SQLite, PostgreSQL stopped and started) on
+# SQLite and PostgreSQL, with figures; the suite runs the short version (docs/soak.md).
+# `make soak SOAK_ARGS="--seconds 20 --kills 5"` for a shorter one.
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)

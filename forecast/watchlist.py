@@ -684,7 +684,7 @@ def _reported(evidence: Evidence, spec) -> bool:
 
 def watchlist(scenario_set: ScenarioSet, evidence: Evidence, periods: int, *,
               posterior: Any = None, seed: int = 0, n_sims: int = 400,
-              n_inner: int = 1000) -> list[WatchItem]:
+              n_inner: int = 1000, dynamic: bool = True) -> list[WatchItem]:
     """Rank the set's indicators by what their next ``periods`` periods could tell.
 
     Parameters
@@ -704,6 +704,9 @@ def watchlist(scenario_set: ScenarioSet, evidence: Evidence, periods: int, *,
         Outer simulations of the future per indicator (dynamic sets).
     n_inner : int
         Posterior draws re-weighted per simulation (dynamic sets; all when fewer).
+    dynamic : bool
+        Learn the transitions of a set with dynamics (default); False reads it as static (as
+        a fit with ``FitSettings(dynamic=False)`` does), exactly.
 
     Returns
     -------
@@ -720,7 +723,7 @@ def watchlist(scenario_set: ScenarioSet, evidence: Evidence, periods: int, *,
     n = _check_periods(periods)
     if n_sims < 2 or n_inner < 2:
         raise ValueError(f"n_sims and n_inner must be ≥ 2, got {n_sims} and {n_inner}")
-    if not transition_rows(scenario_set):
+    if not (dynamic and transition_rows(scenario_set)):
         items = [_static_item(scenario_set, evidence, spec, n) for spec in scenario_set.indicators]
     else:
         if posterior is None:

@@ -77,10 +77,11 @@ class Observation(BaseModel):
     date: dt.date
     value: float = Field(default=1.0, allow_inf_nan=False)
     grade: str | None = None
-    source: str = ""
-    url: str = ""
-    note: str = ""
-    analyst: str = ""
+    # bounded, as every string a client sends (an API body, a CSV cell): docs/hardening.md
+    source: str = Field(default="", max_length=500)
+    url: str = Field(default="", max_length=2000)
+    note: str = Field(default="", max_length=2000)
+    analyst: str = Field(default="", max_length=200)
 
     @field_validator("grade")
     @classmethod

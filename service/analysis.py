@@ -407,7 +407,7 @@ def watchlist_payload(store: Database, scenario_set: ScenarioSet, settings: Sett
     """What to watch: indicators ranked by the information of their next ``periods`` periods."""
     ctx = fit_context(store, scenario_set, settings)
     items = watchlist(scenario_set, ctx.evidence, periods, posterior=ctx.posterior,
-                      seed=int(ctx.row.seed or 0))
+                      seed=int(ctx.row.seed or 0), dynamic=ctx.posterior is not None)
     out = []
     for item in items:
         entry = asdict(item)  # the outcome nested as a dict, the names the model documents

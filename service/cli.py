@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -38,10 +38,12 @@ from priors import ScenarioSetError
 from service import migrate
 from service.alerts import create_rule, delivery_dict, parse_rule, rule_dict
 from service.analysis import attribution_payload, watchlist_payload, what_if_payload
+from service.audit import ACTIONS, Actor, audit_dict, rule_detail
 from service.context import Services
 from service.db import Database, aware
 from service.errors import ServiceError
 from service.exports import read_reviews_csv
+from service.keys import key_dict, parse_duration, parse_expiry
 from service.outlook import (
     find_or_queue_replay,
     forecast_payload,
@@ -51,6 +53,8 @@ from service.outlook import (
 )
 from service.posterior import posterior_payload, set_detail
 from service.repositories import alerts as alert_repo
+from service.repositories import audit as audit_repo
+from service.repositories import keys as key_repo
 from service.repositories.evidence import coverage_of, evidence_of
 from service.repositories.fits import create_fit, get_fit, latest_published, pending_fit
 from service.repositories.keys import ROLES, create_key
@@ -221,7 +225,7 @@ def init() -> None:
             out.print(f"migrated the database at {where} from revision {before} to {after}")
         else:
             out.print(f"the database at {where} is current (revision {after})")
-        for scenario_set, changed in load_bundled_sets(store):
+        for scenario_set, changed in load_bundled_sets(store, actor=Actor.cli()):
             verb = "loaded" if changed else "unchanged"
             out.print(f"{verb:9s} scenario set {scenario_set.id} ({scenario_set.title})")
 
@@ -306,7 +310,8 @@ def sets_load(
         _fail(f"{file}: cannot read: {exc.strerror or exc}")
     with services() as svc:
         try:
-            scenario_set, changed = load_set_text(svc.store, yaml_text=text, source=str(file))
+            scenario_set, changed = load_set_text(svc.store, yaml_text=text, source=str(file),
+                                                  actor=Actor.cli())
         except ScenarioSetError as exc:
             count = len(exc.problems)
             _fail(f"{file}: {_plural(count, 'problem')}; nothing was loaded:\n"
@@ -344,7 +349,8 @@ def observe(
               "source": source, "url": url, "note": note}
     data = {k: v for k, v in fields.items() if v is not None}
     with services() as svc:
-        stored, _ = add_observation(svc.store, data=data, analyst=analyst or "")
+        stored, _ = add_observation(svc.store, data=data, analyst=analyst or "",
+                                    actor=Actor.cli())
         coverage = observation_coverage(svc.store, stored.indicator, stored.date)
         queued = queue_refits(svc.store, list(coverage),
                               requested_by=f"observation {stored.id}")
@@ -420,7 +426,7 @@ def import_(
         try:
             imported, stored_review = add_observations(store, observations=observations,
                                                        analyst=analyst, review=review,
-                                                       reviews=file_reviews)
+                                                       reviews=file_reviews, actor=Actor.cli())
         except ServiceError as exc:
             if exc.field == "through":
                 _fail(f"--reviewed-through: {exc.message.removeprefix('through: ')}; "
@@ -484,7 +490,7 @@ def review(
     if indicator:
         data["indicators"] = list(indicator)
     with services() as svc:
-        stored, _ = add_review(svc.store, data, analyst=analyst)
+        stored, _ = add_review(svc.store, data, analyst=analyst, actor=Actor.cli())
         sets = sets_touching(svc.store, stored["indicators"])
         queued = queue_refits(svc.store, sets, requested_by=f"review {stored['id']}")
     if as_json:
@@ -587,8 +593,14 @@ def refit(
         unpublished = []
         for sid in ids:
             pending = pending_fit(store, set_id=sid)  # queued by a review, say: run that one now
-            fit_id = (pending.id if pending is not None and pending.status == "queued"
-                      else create_fit(store, set_id=sid, requested_by="cli"))
+            if pending is not None and pending.status == "queued":
+                fit_id = pending.id
+                audit_repo.record_now(store, actor=Actor.cli(), action="fit.request",
+                                      target=f"fit:{fit_id}", detail={
+                                          "set_id": sid, "kind": "live", "as_of": None,
+                                          "reused": True})
+            else:
+                fit_id = create_fit(store, set_id=sid, requested_by="cli", actor=Actor.cli())
             started = time.perf_counter()
             with _progress(sid) as say:
                 say(f"{sid}: fitting (fit {fit_id})")
@@ -1027,19 +1039,159 @@ def _exit_after_running_fits(grace: float) -> None:
 # -- keys ---------------------------------------------------------------------------------
 
 
+_EXPIRES_HELP = ("When it stops working: a duration (90s, 12h, 30d, 2w) or an ISO date or "
+                 "time (2026-12-31, 2026-12-31T18:00:00Z; UTC unless it says).")
+
+
 @keys_app.command("create")
 @command
 def keys_create(
     role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}.")],
     name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "",
+    expires: Annotated[str | None, typer.Option(help=_EXPIRES_HELP + " Default: never.")]
+    = None,
 ) -> None:
     """Create an API key; it is printed once, alone on the last line of stdout."""
     with services() as svc:
-        secret = create_key(svc.store, role=role, name=name)
+        store = svc.store
+        expires_at = parse_expiry(expires, now=store.clock()) if expires else None
+        secret = create_key(store, role=role, name=name, expires_at=expires_at,
+                            actor=Actor.cli())
     label = f" '{name}'" if name else ""
-    err.print(f"created {role} key{label}; it is shown once and only its hash is stored:",
-              markup=False)
+    until = f", valid until {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+    err.print(f"created {role} key{label}{until}; it is shown once and only its hash is "
+              "stored:", markup=False)
     print(secret, flush=True)
+
+
+def _when_short(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else "—"
+
+
+@keys_app.command("list")
+@command
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """List the API keys: id, prefix, name, role, state, created, expires, revoked, last used."""
+    with services() as svc:
+        now = svc.store.clock()
+        items = [key_dict(row, now) for row in key_repo.list_keys(svc.store)]
+    if as_json:
+        print(json.dumps({"items": items, "total": len(items), "next": None}, indent=2))
+        return
+    if not items:
+        out.print("no API keys (signpost keys create --role ROLE --name NAME)")
+        return
+    for key in items:
+        name = f" '{key['name']}'" if key["name"] else ""
+        when = [f"created {_when_short(key['created_at'])}"]
+        when += [f"{label} {_when_short(key[field])}" for field, label in (
+            ("expires_at", "expires"), ("revoked_at", "revoked"), ("last_used_at", "last used"))
+            if key[field]]
+        if key["rotated_from"]:
+            when.append(f"replaced key {key['rotated_from']}")
+        out.print(f"key {key['id']}: {key['prefix']}…{name} {key['role']}, {key['state']}; "
+                  + ", ".join(when), markup=False)
+
+
+_KEY_REF = "The key: its id, its name or its prefix (sp_…); `signpost keys list` shows them."
+
+
+@keys_app.command("revoke")
+@command
+def keys_revoke(
+    ref: Annotated[str, typer.Argument(metavar="NAME|ID|PREFIX", help=_KEY_REF)],
+) -> None:
+    """Revoke an API key: every replica refuses it (401) from its next request on."""
+    with services() as svc:
+        row = key_repo.resolve_key(svc.store, ref=ref)
+        row = key_repo.revoke_key(svc.store, key_id=row.id, actor=Actor.cli())
+    label = f" '{row.name}'" if row.name else ""
+    out.print(f"revoked {row.role} key {row.id} ({row.prefix}…{label}) at "
+              f"{aware(row.revoked_at).isoformat(timespec='seconds')}", markup=False)
+
+
+@keys_app.command("rotate")
+@command
+def keys_rotate(
+    ref: Annotated[str, typer.Argument(metavar="NAME|ID|PREFIX", help=_KEY_REF)],
+    grace: Annotated[str | None, typer.Option(
+        help="Keep the old key working this long (90s, 15m, 12h, 30d) while its clients "
+             "switch; default: revoke it now.")] = None,
+    expires: Annotated[str | None, typer.Option(
+        help=_EXPIRES_HELP + " Default: the old key's lifetime, if it had one.")] = None,
+) -> None:
+    """Replace a key by a new one of the same role and name; the new one is printed once."""
+    with services() as svc:
+        store = svc.store
+        grace_for = parse_duration(grace, field="grace") if grace else None
+        expires_at = parse_expiry(expires, now=store.clock()) if expires else None
+        old = key_repo.resolve_key(store, ref=ref)
+        new, secret, old = key_repo.rotate_key(store, key_id=old.id, grace=grace_for,
+                                               expires_at=expires_at, actor=Actor.cli())
+    then = (f"keeps working until {aware(old.expires_at).isoformat(timespec='seconds')}"
+            if grace_for else "is revoked")
+    until = (f", valid until {aware(new.expires_at).isoformat(timespec='seconds')}"
+             if new.expires_at else "")
+    err.print(f"rotated key {old.id} ({old.prefix}…): it {then}; the new {new.role} key "
+              f"{new.id}{until} is shown once and only its hash is stored:", markup=False)
+    print(secret, flush=True)
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+def _audit_time(value: str, option: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option}: '{value}' is not an ISO date or time (2026-12-01, "
+              "2026-12-01T09:30:00Z)")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command("audit")
+@command
+def audit_log(
+    actor: Annotated[str | None, typer.Option(help="Only this actor: a key's name, or "
+                                                   "cli:<user>.")] = None,
+    action: Annotated[str | None, typer.Option(
+        help="Only this action (key.revoke) or resource (key).")] = None,
+    target: Annotated[str | None, typer.Option(help="Only this target (observation:42).")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="From this ISO date or time on.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this ISO date or time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many, newest "
+                                                               "first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """The audit log, newest first: who wrote what, when and from where."""
+    resources = {a.split(".")[0] for a in ACTIONS}
+    if action is not None and action not in ACTIONS and action not in resources:
+        _fail(f"--action: '{action}' is not recorded; use one of {', '.join(ACTIONS)} or a "
+              f"resource ({', '.join(sorted(resources))})")
+    start = _audit_time(since, "--since") if since else None
+    end = _audit_time(until, "--until") if until else None
+    with services() as svc:
+        rows, total = audit_repo.list_audit(svc.store, actor=actor, action=action,
+                                            target=target, since=start, until=end,
+                                            limit=limit)
+    items = [audit_dict(row) for row in rows]
+    if as_json:
+        print(json.dumps({"items": items, "total": total, "next": None}, indent=2))
+        return
+    if not items:
+        out.print("no audit entries" + (" match" if any((actor, action, target, since, until))
+                                        else " yet"))
+        return
+    for item in items:
+        where = f" from {item['client']}" if item["client"] else ""
+        out.print(f"{item['at'][:19].replace('T', ' ')} {item['actor']}{where}: "
+                  f"{item['action']} {item['target']} "
+                  f"{json.dumps(item['detail'], separators=(',', ':'))}", markup=False)
+    if total > len(items):
+        out.print(f"{len(items)} of {total} shown (--limit)")
 
 
 # -- alerts, resolutions and scores -------------------------------------------------------
@@ -1079,6 +1231,8 @@ def alerts_add(
     with services() as svc:
         row = create_rule(svc.store, rule, AllowList.parse(svc.settings.webhook_allow_hosts),
                           analyst)
+        audit_repo.record_now(svc.store, actor=Actor.cli(), action="alert_rule.create",
+                              target=f"alert_rule:{row.id}", detail=rule_detail(row))
     data = rule_dict(row)
     if as_json:
         print(json.dumps(data, indent=2))
@@ -1120,7 +1274,12 @@ def alerts_delete(
 ) -> None:
     """Delete an alert rule (kept for its deliveries; its pending ones are not sent)."""
     with services() as svc:
-        data = rule_dict(alert_repo.delete_rule(svc.store, rule_id=rule_id))
+        deleted_before = alert_repo.get_rule(svc.store, rule_id=rule_id).deleted_at is not None
+        row = alert_repo.delete_rule(svc.store, rule_id=rule_id)
+        if not deleted_before:
+            audit_repo.record_now(svc.store, actor=Actor.cli(), action="alert_rule.delete",
+                                  target=f"alert_rule:{row.id}", detail=rule_detail(row))
+        data = rule_dict(row)
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -47,7 +47,8 @@ class Services:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
         today = date.fromisoformat(settings.today) if settings.today else None
         store = Database(settings.url, grades=settings.grade_table(), today=today,
-                      coverage_rule=settings.coverage)
+                      coverage_rule=settings.coverage,
+                      busy_timeout=settings.sqlite_busy_timeout)
         pool = WorkerPool(worker_mode or settings.worker)
         runner = FitRunner(store, pool, settings.fit_settings(), settings.lease_seconds,
                            settings.artifacts_dir, owner=make_owner(role))

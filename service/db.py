@@ -339,20 +339,31 @@ class ResolutionRow(Base):
     )
 
 
-def make_engine(url: str) -> Engine:
+PG_CONNECT_TIMEOUT = 5
+"""Seconds a PostgreSQL connection attempt may take: a request never hangs on a dead server."""
+
+
+def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys.
+
+    PostgreSQL connections are pinged before each use (a server restarted meanwhile costs a
+    reconnect, not an error) and give up connecting after `PG_CONNECT_TIMEOUT` seconds.
 
     Parameters
     ----------
     url : str
         SQLAlchemy URL, e.g. ``sqlite:///var/signpost.db`` or
         ``postgresql+psycopg://user@127.0.0.1:5432/signpost``.
+    busy_timeout : float
+        SQLite: seconds a statement waits for another connection's write lock before it
+        fails with "database is locked" (the API's 503).
 
     """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout,
+                                                  "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -360,11 +371,12 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged row survives power loss
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
@@ -448,15 +460,17 @@ class Database:
         Freezes "today" (replays and tests).
     coverage_rule : {"reviews", "reviews_only", "as_of"}
         How far each indicator's evidence counts (`indicators.coverage`).
+    busy_timeout : float
+        SQLite: seconds a write waits for another process's lock (`make_engine`).
 
     """
 
     def __init__(self, url: str, grades: GradeTable = DEFAULT_GRADES,
                  clock: Callable[[], datetime] = utcnow, today: date | None = None,
-                 coverage_rule: CoverageRule = "reviews"):
+                 coverage_rule: CoverageRule = "reviews", busy_timeout: float = 30.0):
         self.url = url
         self.coverage_rule = coverage_rule
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout=busy_timeout)
         self.Session = make_sessionmaker(self.engine)
         self.grades = grades
         self.clock = clock

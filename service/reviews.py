@@ -27,11 +27,13 @@ from service.db import (
     mark_retracted,
 )
 from service.errors import BadRequest, Conflict, refusal
+from service.repositories import audit
 from service.repositories.evidence import coverage_on, coverages_of
 from service.repositories.sets import get_catalog, get_set, list_sets, set_ids
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
+    from service.audit import Actor
     from service.db import Database
 
 __all__ = [
@@ -149,9 +151,9 @@ def validate_review(store: Database, data: Mapping[str, Any]) -> tuple[str | Non
 
 
 def add_review(store: Database, data: Mapping[str, Any], analyst: str = "",
-               idempotency_key: str | None = None, session: Any = None
-               ) -> tuple[dict[str, Any], bool]:
-    """Validate and commit one review.
+               idempotency_key: str | None = None, session: Any = None,
+               actor: Actor | None = None) -> tuple[dict[str, Any], bool]:
+    """Validate and commit one review (and its audit entry, given the ``actor``).
 
     With ``session``, the review joins that transaction (an import and its review commit
     together) instead of committing alone.
@@ -180,6 +182,12 @@ def add_review(store: Database, data: Mapping[str, Any], analyst: str = "",
         s.add(row)
         s.flush()  # the row's id, and a reused idempotency key fails here
         s.add_all(ReviewIndicatorRow(review_id=row.id, indicator=i) for i in indicators)
+        if actor is not None:
+            audit.record(s, actor=actor, action="review.create", at=row.created_at,
+                         target=f"review:{row.id}", detail={
+                             "set_id": set_id, "through": through.isoformat(),
+                             "indicators": list(indicators),
+                             "idempotency_key": idempotency_key})
 
     if session is not None:
         write(session)
@@ -253,7 +261,8 @@ def list_reviews(store: Database, set_id: str | None = None, indicator: str | No
     return [review_dict(r, indicators.get(r.id, [])) for r in rows], total
 
 
-def retract_review(store: Database, review_id: int, reason: str, by: str = "") -> dict[str, Any]:
+def retract_review(store: Database, review_id: int, reason: str, by: str = "",
+                   actor: Actor | None = None) -> dict[str, Any]:
     """Mark a review retracted: it stays stored and stops counting towards coverage.
 
     Raises
@@ -265,6 +274,9 @@ def retract_review(store: Database, review_id: int, reason: str, by: str = "") -
         row = session.get(ReviewRow, review_id)
         mark_retracted(row, "review", review_id, reason, by, store.clock())
         indicators = _indicators_of(session, [row.id]).get(row.id, [])
+        if actor is not None:
+            audit.record(session, actor=actor, action="review.retract", at=row.retracted_at,
+                         target=f"review:{row.id}", detail={"reason": reason.strip()})
     return review_dict(row, indicators)
 
 

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     stale_after: int = Field(default=86_400, gt=0,
                              description="seconds after which a posterior is flagged stale")
     lease_seconds: int = Field(default=120, gt=0, description="lease length; renewed during a fit")
+    sqlite_busy_timeout: float = Field(default=30.0, gt=0, description=(
+        "SQLite: seconds a write waits for another process's write lock; then the API "
+        "answers 503 database_unavailable with Retry-After"))
     require_read_key: bool = False
     max_body_bytes: int = 1 << 20
     max_drain_bytes: int = Field(default=8 << 20, ge=0, description=(
@@ -115,6 +119,17 @@ class Settings(BaseSettings):
         "retries of an alert delivery after a non-2xx answer or a timeout, then it is failed"))
     webhook_backoff: float = Field(default=1.0, ge=0, description=(
         "seconds before the first retry; each further retry waits twice as long"))
+    rate_limit_writes: str = Field(default="120/minute", description=(
+        "writes per API key (observations, reviews, retractions, alert rules, keys): a "
+        "`limits` string such as 120/minute, several joined by ';'; empty: no limit"))
+    rate_limit_fits: str = Field(default="30/minute", description=(
+        "fit requests per API key (POST /v1/fits, what-if); empty: no limit"))
+    rate_limit_reads: str = Field(default="", description=(
+        "open reads per client address, e.g. 600/minute; empty (the default): no limit, "
+        "and no work on the read path"))
+    rate_limit_storage: str = Field(default="memory://", description=(
+        "where the limits count: memory:// (each process alone) or redis://host:6379/0 "
+        "(shared by every replica)"))
 
     @field_validator("worker")
     @classmethod
@@ -141,6 +156,27 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_allow_hosts(cls, value: str) -> str:
         AllowList.parse(value)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("rate_limit_writes", "rate_limit_fits", "rate_limit_reads")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():
+            try:
+                limits.parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate limit: write a number per second, "
+                                 "minute, hour or day, e.g. 120/minute (several joined by "
+                                 "';'), or leave it empty for none") from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://", "redis+unix://",
+                                 "redis+sentinel://", "redis+cluster://")):
+            raise ValueError(f"{_redact(value)!r} is not a rate-limit storage: use memory:// "
+                             "or redis://host:6379/0")
         return value
 
     @field_validator("cors_origins")

@@ -8,6 +8,7 @@ fit is recorded as failed.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -75,15 +76,33 @@ def run_fit_job(job: FitJob) -> FitRecord:
     FitRecord
         The fit's record, its ``artifact`` the path written (None when none was).
 
+    Raises
+    ------
+    OSError
+        The artifact could not be written (no space left, say), naming the path; the
+        temporary file is removed, so the fit fails and the last good posterior stays.
+
     """
     result = fit(job.scenario_set, job.evidence, job.fit_settings(), cache=_CACHE)
     if not (job.artifact and result.passed):
         return result.record
     path = Path(job.artifact)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    result.datatree.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
+    # Rendered in memory, then written with plain file I/O: HDF5 hitting ENOSPC itself left
+    # its file object broken, and closing it later crashed the worker (SIGSEGV in h5py).
+    buffer = io.BytesIO()
+    result.datatree.to_netcdf(buffer, engine="h5netcdf")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            out.write(buffer.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())  # a late ENOSPC or EIO shows here, before the rename
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write the fit's artifact {path}: "
+                                 f"{exc.strerror or exc}") from None
     return replace(result.record, artifact=str(path))
 
 

@@ -12,11 +12,20 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
 from service.alerts import AlertRuleIn, create_rule, delivery_dict, rule_dict
-from service.api.deps import AnalystKey, SettingsDep, StoreDep, body_schema, json_model, who
+from service.api.deps import (
+    AnalystKey,
+    AnalystWrite,
+    SettingsDep,
+    StoreDep,
+    body_schema,
+    json_model,
+)
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Public
 from service.api.responses import page
+from service.audit import rule_detail
 from service.repositories import alerts as repo
+from service.repositories import audit
 from service.repositories.sets import get_set
 from service.webhooks import AllowList
 
@@ -89,7 +98,7 @@ Offset = Annotated[int, Query(ge=0, le=2**31)]
 
 @router.post("/alert-rules", status_code=201, openapi_extra=body_schema(AlertRuleIn),
              response_model=AlertRule, responses={413: ERROR_RESPONSES[413]})
-def post_rule(key: AnalystKey, body: RuleBody, store: StoreDep,
+def post_rule(actor: AnalystWrite, body: RuleBody, store: StoreDep,
               settings: SettingsDep, response: Response) -> dict[str, Any]:
     """Create an alert rule: 201 with it (``id``); its webhook gets one POST per alert.
 
@@ -99,7 +108,9 @@ def post_rule(key: AnalystKey, body: RuleBody, store: StoreDep,
     from ≥ ``below`` to below it, or ``min_move`` or more away from where it was when the rule
     last fired (or was created); a ``leader`` rule when the most probable scenario changes.
     """
-    row = create_rule(store, body, AllowList.parse(settings.webhook_allow_hosts), who(key))
+    row = create_rule(store, body, AllowList.parse(settings.webhook_allow_hosts), actor.name)
+    audit.record_now(store, actor=actor, action="alert_rule.create",
+                     target=f"alert_rule:{row.id}", detail=rule_detail(row))
     response.headers["Location"] = f"/v1/alert-rules/{row.id}"
     return rule_dict(row)
 
@@ -126,12 +137,17 @@ def get_rule(rule_id: RuleId, store: StoreDep, _: AnalystKey) -> dict[str, Any]:
 
 @router.delete("/alert-rules/{rule_id}", response_model=AlertRule,
                responses={404: ERROR_RESPONSES[404]})
-def delete_rule(rule_id: RuleId, store: StoreDep, _: AnalystKey) -> dict[str, Any]:
+def delete_rule(rule_id: RuleId, store: StoreDep, actor: AnalystWrite) -> dict[str, Any]:
     """Delete a rule: 200 with it, ``deleted_at`` set (again: the same, nothing changes).
 
     It stays stored, so its deliveries keep their rule; its pending deliveries are not sent.
     """
-    return rule_dict(repo.delete_rule(store, rule_id=rule_id))
+    deleted_before = repo.get_rule(store, rule_id=rule_id).deleted_at is not None
+    row = repo.delete_rule(store, rule_id=rule_id)
+    if not deleted_before:  # audited once: deleting again changes nothing
+        audit.record_now(store, actor=actor, action="alert_rule.delete",
+                         target=f"alert_rule:{row.id}", detail=rule_detail(row))
+    return rule_dict(row)
 
 
 @router.get("/alerts", response_model=AlertDeliveryPage, responses={404: ERROR_RESPONSES[404]})

@@ -16,11 +16,16 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api import alerts as alert_routes
+from service.api import audit as audit_routes
 from service.api import fits, health, observations, page, reviews, sets
+from service.api import keys as key_routes
 from service.api import scores as score_routes
 from service.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from service.api.limits import RateLimits
+from service.api.links import install_links
 from service.api.metrics import install_metrics
 from service.api.polls import PosteriorPolls
+from service.api.security import install_security
 from service.context import Services
 from service.settings import Settings, get_settings
 
@@ -80,11 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     'have one shape: `{"error": {"code", "message", "field"}}`.',
         version="1",
         lifespan=lifespan,
-        responses={s: ERROR_RESPONSES[s] for s in (422, 500)},
+        responses={s: ERROR_RESPONSES[s] for s in (422, 429, 500)},
     )
+    app.state.rate_limits = RateLimits(settings)  # service/api/limits.py; built once
     install_error_handlers(app)
     app.add_middleware(PosteriorPolls)  # first: the innermost, inside every other middleware
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       drain_bytes=settings.max_drain_bytes)
+    install_security(app, settings)  # CORS, then the security headers, around the 413s too
     install_metrics(app)  # last: its middleware is the outermost, timing the others too
     app.include_router(health.router)
     app.include_router(page.router)  # HTML at / and /sets/{id}; not in the OpenAPI document
@@ -92,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     for module in (alert_routes, score_routes):
         app.include_router(module.router, prefix="/v1")
+    for module in (key_routes, audit_routes):
+        app.include_router(module.router, prefix="/v1")
+    install_links(app)  # after every router: list and create routes link to the id routes
     return app
 
 

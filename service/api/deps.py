@@ -3,8 +3,9 @@
 Route signatures stay short: ``def handler(store: StoreDep, key: AnalystKey, body: JsonObject)``.
 
 Roles are ordered reader < analyst < admin. Reads are open unless
-``SIGNPOST_REQUIRE_READ_KEY`` is set, then they need any valid key. A missing or unknown key is
-401, a key whose role is too low is 403.
+``SIGNPOST_REQUIRE_READ_KEY`` is set, then they need any valid key. A missing, unknown, revoked
+or expired key is 401, a key whose role is too low is 403. Writes take an `Actor` (`writer`):
+the key, checked against its rate limit before the handler runs, as the audit log names it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import refusal
+from service.api.limits import check_read
+from service.audit import Actor
 from service.context import Services
 from service.db import Database
 from service.errors import BadRequest, Forbidden, Unauthorized
@@ -62,7 +65,8 @@ def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | 
                            field="Authorization")
     key = verify_key(store, secret=credentials.credentials)
     if key is None:
-        raise Unauthorized("unknown or revoked API key", field="Authorization",
+        raise Unauthorized("unknown or revoked API key, or an expired one (`signpost keys "
+                           "list` shows each key's state)", field="Authorization",
                            code="invalid_key")
     return key
 
@@ -90,9 +94,12 @@ async def read_access(request: Request, store: StoreDep, settings: SettingsDep,
                                              Depends(_bearer)]) -> ApiKey | None:
     """Open reads (None), or any valid key when ``require_read_key`` is set.
 
-    Async, so an open read costs no thread hop; a key lookup goes to the thread pool.
+    Async, so an open read costs no thread hop; a key lookup goes to the thread pool. Open
+    reads count against ``SIGNPOST_RATE_LIMIT_READS`` by client address when it is set.
     """
     if not settings.require_read_key:
+        if settings.rate_limit_reads:
+            await check_read(request)
         return None
     return await run_in_threadpool(_authenticate, request, credentials, store)
 
@@ -105,6 +112,39 @@ AdminKey = Annotated[ApiKey, Depends(require_role("admin"))]
 def who(key: ApiKey) -> str:
     """How a key is recorded as the author of a change: its name, else its prefix."""
     return key.name or key.prefix
+
+
+# -- writes: a key of the role, within its rate limit, as the audit log's actor ----------
+
+def actor_of(request: Request, key: ApiKey | None) -> Actor:
+    """Who is asking (a key, or ``anonymous``) and from where, for the audit log."""
+    return Actor(name=who(key) if key is not None else "anonymous",
+                 key_id=key.id if key is not None else None,
+                 client=request.client.host if request.client else None,
+                 request_id=request.headers.get("x-request-id"))
+
+
+def writer(role: str, limit: str) -> Callable[..., Actor]:
+    """A dependency: the caller's key (``role`` or higher) as an `Actor`, within ``limit``.
+
+    ``limit`` is ``writes`` or ``fits`` (`service.api.limits`): checked after the key is
+    verified and before the handler runs, so a request over it (429) stores nothing.
+    """
+    authorized = require_role(role)
+
+    # a default, not Annotated: the annotations are strings, read in the module's globals
+    def dependency(request: Request, key: ApiKey = Depends(authorized)) -> Actor:  # noqa: B008
+        request.app.state.rate_limits.check(limit, key.id)
+        return actor_of(request, key)
+
+    dependency.__name__ = f"{role}_{limit}"
+    return dependency
+
+
+AnalystWrite = Annotated[Actor, Depends(writer("analyst", "writes"))]
+AdminWrite = Annotated[Actor, Depends(writer("admin", "writes"))]
+AnalystFitRequest = Annotated[Actor, Depends(writer("analyst", "fits"))]
+AdminFitRequest = Annotated[Actor, Depends(writer("admin", "fits"))]
 
 
 # -- JSON bodies ------------------------------------------------------------------------
@@ -194,11 +234,41 @@ def json_model[M: BaseModel](model: type[M]) -> Callable[[Request], Awaitable[M]
 
 
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a body that a `json_model` dependency parses."""
+    """``openapi_extra`` documenting a body that a `json_model` dependency parses.
+
+    The nested models are written in place: a ``#/$defs/...`` reference would be resolved
+    against the root of the OpenAPI document, which has no ``$defs`` (a client generator or a
+    fuzzer could make no what-if body, whose observations and reviews are nested models).
+    """
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": model.model_json_schema()}}}}
+        "application/json": {"schema": inline_defs(model.model_json_schema())}}}}
+
+
+def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with each ``#/$defs/`` reference replaced by its (non-recursive) target."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            return resolve({**defs[ref.removeprefix("#/$defs/")], **siblings})
+        return {k: resolve(v) for k, v in node.items() if k != "$defs"}
+
+    return resolve(schema)
 
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=200,
     description="Makes a retry return the first result instead of storing a second row")]
+
+
+# -- bounded path parameters (an unbounded one reaches the database: docs/hardening.md) --
+
+SetId = Annotated[str, Path(min_length=1, max_length=100, description="a scenario set id",
+                            examples=["sino-russian-convergence", "world-order-2035"])]
+"""The ``{set_id}`` of a route; the examples are the bundled sets' ids."""

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from service.api.deps import AdminKey, ReadAccess, StoreDep, body_schema, json_model, who
+from service.api.deps import AdminFitRequest, ReadAccess, StoreDep, body_schema, json_model
 from service.api.downloads import NETCDF_OK, netcdf_download
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Fit, FitQueued, FitRequest
 from service.api.responses import finite
 from service.errors import Conflict, NotFound
-from service.repositories import fits, sets
+from service.repositories import audit, fits, sets
 from service.views import fit_dict
 
 router = APIRouter(prefix="/fits", tags=["fits"],
@@ -32,7 +32,7 @@ FitRequestBody = Annotated[FitRequest, Depends(json_model(FitRequest))]
 @router.post("", status_code=202, openapi_extra=body_schema(FitRequest),
              response_model=FitQueued,
              responses={s: ERROR_RESPONSES[s] for s in (403, 413, 422)})
-def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
+def queue_fit(actor: AdminFitRequest, body: FitRequestBody, store: StoreDep,
               response: Response) -> dict[str, Any]:
     """Queue a fit of a set: 202 with its id; the scheduler's worker runs it.
 
@@ -43,8 +43,12 @@ def queue_fit(key: AdminKey, body: FitRequestBody, store: StoreDep,
     pending = fits.pending_fit(store, set_id=body.set_id)
     if pending is not None and pending.status == "queued":
         fit_id = pending.id
+        audit.record_now(store, actor=actor, action="fit.request", target=f"fit:{fit_id}",
+                         detail={"set_id": body.set_id, "kind": "live", "as_of": None,
+                                 "reused": True})
     else:
-        fit_id = fits.create_fit(store, set_id=body.set_id, requested_by=who(key))
+        fit_id = fits.create_fit(store, set_id=body.set_id, requested_by=actor.name,
+                                 actor=actor)
     response.headers["Location"] = f"/v1/fits/{fit_id}"
     return {"fit_id": fit_id, "set_id": body.set_id, "status": "queued"}
 

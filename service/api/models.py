@@ -418,9 +418,9 @@ class ObservationCreate(BaseModel):
                                "(level; stored as the index)")
     grade: str | None = Field(None, description="Admiralty grade A1–F6; default B2",
                               examples=["B2"])
-    source: str = ""
-    url: str = ""
-    note: str = ""
+    source: str = Field("", max_length=500)
+    url: str = Field("", max_length=2000)
+    note: str = Field("", max_length=2000)
 
 
 class ObservationPublic(Public):

@@ -9,14 +9,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service import exports
 from service.api.deps import (
-    AnalystKey,
+    AnalystWrite,
     IdempotencyKey,
     JsonObject,
     ReadAccess,
     StoreDep,
     body_schema,
     json_model,
-    who,
 )
 from service.api.downloads import Format, csv_download, csv_ok
 from service.api.errors import ERROR_RESPONSES
@@ -50,7 +49,8 @@ RetractionBody = Annotated[Retraction, Depends(json_model(Retraction))]
 @router.post("", status_code=201, openapi_extra=body_schema(ObservationCreate),
              response_model=ObservationCreated,
              responses={200: _REPLAYED} | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
-def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, response: Response,
+def create_observation(actor: AnalystWrite, body: JsonObject, store: StoreDep,
+                       response: Response,
                        idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Log one observation: 201 with the stored row once it is committed.
 
@@ -61,12 +61,15 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
     dated later waits for a review (``POST /v1/reviews``). A refit is queued for each set
     whose evidence it changed (one pending fit per set: a burst of observations is one refit).
     """
-    row, created = observations.add_observation(store, data=body, analyst=who(key),
-                                                idempotency_key=idempotency_key)
+    row, created = observations.add_observation(store, data=body, analyst=actor.name,
+                                                idempotency_key=idempotency_key, actor=actor)
     coverage = observation_coverage(store, row.indicator, row.date)
     if created:
         queue_refits(store, list(coverage), requested_by=f"observation {row.id}")
     else:
+        # the first attempt may have committed the row and then failed (the database went
+        # away, a 503) before queuing its refit; a no-op when the evidence was fitted
+        queue_refits(store, list(coverage), requested_by=f"observation {row.id}")
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     return {**observation_dict(row), "coverage": coverage}
@@ -77,12 +80,13 @@ def create_observation(key: AnalystKey, body: JsonObject, store: StoreDep, respo
             | {404: ERROR_RESPONSES[404]})
 def list_observations(
     request: Request, store: StoreDep, _: ReadAccess,
-    indicator: str | None = None,
-    set_id: Annotated[str | None, Query(alias="set", description="a scenario set id")] = None,
+    indicator: Annotated[str | None, Query(max_length=100)] = None,
+    set_id: Annotated[str | None, Query(alias="set", max_length=100,
+                                        description="a scenario set id")] = None,
     since: date | None = None,
     until: date | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
     include_retracted: bool = True,
     format_: Format = "json",
 ) -> Any:
@@ -111,7 +115,7 @@ def list_observations(
 @router.post("/{observation_id}/retract", openapi_extra=body_schema(Retraction),
              response_model=ObservationPublic,
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
-def retract_observation(observation_id: ObservationId, key: AnalystKey,
+def retract_observation(observation_id: ObservationId, actor: AnalystWrite,
                         body: RetractionBody,
                         store: StoreDep) -> dict[str, Any]:
     """Retract an observation (it stays stored, flagged, and leaves the evidence).
@@ -119,7 +123,7 @@ def retract_observation(observation_id: ObservationId, key: AnalystKey,
     A refit is queued for each set whose evidence it changed.
     """
     row = observations.retract_observation(store, observation_id=observation_id,
-                                           reason=body.reason, by=who(key))
+                                           reason=body.reason, by=actor.name, actor=actor)
     queue_refits(store, sets_touching(store, [row.indicator]),
                  requested_by=f"retraction {row.id}")
     return observation_dict(row)

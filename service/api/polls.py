@@ -44,8 +44,9 @@ class PosteriorPolls:
     async def _send_cached(self, scope: Scope, send: Send, set_id: str) -> bool:
         app = scope.get("app")
         services = getattr(getattr(app, "state", None), "services", None)
-        if services is None or services.settings.require_read_key:
-            return False  # keys checked by the route's dependency, with its error shape
+        if services is None or services.settings.require_read_key \
+                or services.settings.rate_limit_reads:
+            return False  # keys (or a read limit) checked by the route's dependency
         settings = services.settings
         rendered = services.posterior_cache.peek_rendered(
             set_id, services.store.clock(), settings.stale_after, render)

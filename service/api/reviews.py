@@ -10,13 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service.api.deps import (
-    AnalystKey,
+    AnalystWrite,
     IdempotencyKey,
     ReadAccess,
     StoreDep,
     body_schema,
     json_model,
-    who,
 )
 from service.api.downloads import Format, csv_download, csv_ok
 from service.api.errors import ERROR_RESPONSES
@@ -47,7 +46,7 @@ def _with_refits(store, review: dict[str, Any], requested_by: str) -> dict[str, 
                               "description": "A retry with a seen Idempotency-Key: the first "
                                              "review; nothing new is stored"}}
              | {s: ERROR_RESPONSES[s] for s in (403, 409, 413)})
-def create_review(key: AnalystKey, body: ReviewBody, store: StoreDep, response: Response,
+def create_review(actor: AnalystWrite, body: ReviewBody, store: StoreDep, response: Response,
                   idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Record a review: 201 with it, the sets it touches and the refits it queued.
 
@@ -55,8 +54,8 @@ def create_review(key: AnalystKey, body: ReviewBody, store: StoreDep, response: 
     of the set's when ``indicators`` is absent) were reviewed through ``through`` and
     everything found was logged, so quiet periods up to it count as evidence.
     """
-    review, created = add_review(store, body.model_dump(), analyst=who(key),
-                                 idempotency_key=idempotency_key)
+    review, created = add_review(store, body.model_dump(), analyst=actor.name,
+                                 idempotency_key=idempotency_key, actor=actor)
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
@@ -103,8 +102,8 @@ def get_reviews(
 @router.post("/{review_id}/retract", openapi_extra=body_schema(Retraction),
              response_model=ReviewWithRefits,
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
-def retract(review_id: ReviewId, key: AnalystKey, body: RetractionBody,
+def retract(review_id: ReviewId, actor: AnalystWrite, body: RetractionBody,
             store: StoreDep) -> dict[str, Any]:
     """Retract a review (it stays stored, flagged, and stops counting towards coverage)."""
-    review = retract_review(store, review_id, body.reason, by=who(key))
+    review = retract_review(store, review_id, body.reason, by=actor.name, actor=actor)
     return _with_refits(store, review, requested_by=f"retraction of review {review_id}")

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from service.api.deps import AdminKey, ReadAccess, StoreDep, body_schema, json_model, who
+from service.api.deps import (
+    AdminKey,
+    ReadAccess,
+    SetId,
+    StoreDep,
+    body_schema,
+    json_model,
+    who,
+)
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Public
 from service.scores import ResolutionIn, resolve_set, scores_payload, set_scores_payload
@@ -92,7 +100,7 @@ ResolutionBody = Annotated[ResolutionIn, Depends(json_model(ResolutionIn))]
 @router.post("/sets/{set_id}/resolution", status_code=201, response_model=ResolutionCreated,
              openapi_extra=body_schema(ResolutionIn),
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
-def post_resolution(set_id: str, key: AdminKey, body: ResolutionBody,
+def post_resolution(set_id: SetId, key: AdminKey, body: ResolutionBody,
                     store: StoreDep) -> dict[str, Any]:
     """Resolve a set: ``{"scenario", "date", "note"}`` or ``{"void": true, ...}`` (admin).
 
@@ -104,7 +112,7 @@ def post_resolution(set_id: str, key: AdminKey, body: ResolutionBody,
 
 @router.get("/sets/{set_id}/scores", response_model=SetScores,
             responses={404: ERROR_RESPONSES[404]})
-def get_set_scores(set_id: str, store: StoreDep, _: ReadAccess) -> dict[str, Any]:
+def get_set_scores(set_id: SetId, store: StoreDep, _: ReadAccess) -> dict[str, Any]:
     """A set's Brier and log scores, overall and at lead times 30/90/180/365 days."""
     return set_scores_payload(store, set_id=set_id)
 

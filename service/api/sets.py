@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service.analysis import attribution_payload, watchlist_payload, what_if_payload
 from service.api.deps import (
-    AnalystKey,
+    AnalystFitRequest,
     JsonObject,
     ServicesDep,
+    SetId,
     SettingsDep,
     StoreDep,
     body_schema,
@@ -71,14 +72,14 @@ def list_sets(store: StoreDep, settings: SettingsDep) -> list[dict[str, Any]]:
 
 
 @router.get("/{set_id}", response_model=SetDetail)
-def get_set(set_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+def get_set(set_id: SetId, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """One scenario set in full."""
     return set_detail(sets.get_set(store, set_id=set_id), settings.word_table())
 
 
 @router.get("/{set_id}/posterior",
             responses=_rendered(Posterior, "The newest published posterior, with an ETag"))
-async def get_posterior(set_id: str, request: Request, services: ServicesDep) -> Response:
+async def get_posterior(set_id: SetId, request: Request, services: ServicesDep) -> Response:
     """The newest published posterior, with an ETag (send If-None-Match to get 304)."""
     store, settings = services.store, services.settings
     # the hot path: memory only (the cache polls the database in the background)
@@ -100,7 +101,7 @@ async def get_posterior(set_id: str, request: Request, services: ServicesDep) ->
 @router.get("/{set_id}/history",
             responses=csv_ok("One row per published fit: JSON with an ETag, or CSV", History)
             | _NOT_MODIFIED | {422: ERROR_RESPONSES[422]})
-def get_history(set_id: str, request: Request, store: StoreDep, settings: SettingsDep,
+def get_history(set_id: SetId, request: Request, store: StoreDep, settings: SettingsDep,
                 format_: Format = "json") -> Response:
     """One row per published fit, oldest first, with each scenario's probability.
 
@@ -116,7 +117,7 @@ def get_history(set_id: str, request: Request, store: StoreDep, settings: Settin
 
 
 @router.get("/{set_id}/path", responses=_rendered(Paths, "The filtered path"))
-def get_path(set_id: str, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+def get_path(set_id: SetId, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
     """The filtered path: P(scenario in force in period t | evidence up to t), every period."""
     return cached_json(request, path_payload(store, sets.get_set(store, set_id=set_id),
                                              settings.word_table()))
@@ -124,9 +125,10 @@ def get_path(set_id: str, request: Request, store: StoreDep, settings: SettingsD
 
 @router.get("/{set_id}/forecast", responses=_rendered(Forecast, "The forecast at a horizon")
             | {422: ERROR_RESPONSES[422]})
-def get_forecast(set_id: str, request: Request, store: StoreDep, settings: SettingsDep,
-                 horizon: Annotated[str, Query(description="a date up to the set's end, "
-                                                           "YYYY-MM-DD")]) -> Response:
+def get_forecast(set_id: SetId, request: Request, store: StoreDep, settings: SettingsDep,
+                 horizon: Annotated[str, Query(max_length=10, description=(
+                     "a date up to the set's end, YYYY-MM-DD"), examples=["2030-06-30"],
+                     json_schema_extra={"format": "date"})]) -> Response:
     """P(scenario in force at the horizon) ("at") and P(reached by then) ("by"), with MCSE."""
     return cached_json(request, forecast_payload(store, sets.get_set(store, set_id=set_id),
                                                  horizon, settings.word_table()))
@@ -134,7 +136,7 @@ def get_forecast(set_id: str, request: Request, store: StoreDep, settings: Setti
 
 @router.get("/{set_id}/milestones",
             responses=_rendered(Milestones, "When each scenario and milestone is reached"))
-def get_milestones(set_id: str, request: Request, store: StoreDep,
+def get_milestones(set_id: SetId, request: Request, store: StoreDep,
                    settings: SettingsDep) -> Response:
     """When each scenario, each rung "or deeper" and each milestone is first reached."""
     return cached_json(request, milestones_payload(store, sets.get_set(store, set_id=set_id),
@@ -145,8 +147,11 @@ def get_milestones(set_id: str, request: Request, store: StoreDep,
     200: {"model": Replay, "description": "The stored replay"},
     202: {"model": ReplayQueued, "description": "Replay queued; poll the fit"},
     422: ERROR_RESPONSES[422]})
-async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
-                     as_of: Annotated[str, Query(description="YYYY-MM-DD")]) -> Response:
+async def get_replay(set_id: SetId, store: StoreDep, settings: SettingsDep,
+                     as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD",
+                                                 examples=["2025-06-30"],
+                                                 json_schema_extra={"format": "date"})],
+                     ) -> Response:
     """The posterior as it would have been with the evidence up to ``as_of``.
 
     A stored replay, never the live posterior. Computed on demand by the fit worker: waits up
@@ -167,7 +172,7 @@ async def get_replay(set_id: str, store: StoreDep, settings: SettingsDep,
 
 
 @router.get("/{set_id}/attribution", response_model=Attribution)
-def get_attribution(set_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+def get_attribution(set_id: SetId, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """Why the published posterior is what it is.
 
     ``indicators``: each indicator's log marginal likelihood under each scenario held
@@ -184,7 +189,7 @@ def get_attribution(set_id: str, store: StoreDep, settings: SettingsDep) -> dict
 
 @router.get("/{set_id}/watchlist", response_model=Watchlist,
             responses={422: ERROR_RESPONSES[422]})
-def get_watchlist(set_id: str, store: StoreDep, settings: SettingsDep,
+def get_watchlist(set_id: SetId, store: StoreDep, settings: SettingsDep,
                   periods: Annotated[int, Query(ge=1, le=40, description=(
                       "how many periods ahead to look"))] = 4) -> dict[str, Any]:
     """Indicators ranked by ``information_bits``, what their next ``periods`` tell.
@@ -199,7 +204,7 @@ def get_watchlist(set_id: str, store: StoreDep, settings: SettingsDep,
 
 @router.post("/{set_id}/what-if", response_model=WhatIf, openapi_extra=body_schema(WhatIfBody),
              responses={s: ERROR_RESPONSES[s] for s in (403, 413, 422)})
-def post_what_if(set_id: str, key: AnalystKey, body: JsonObject, store: StoreDep,
+def post_what_if(set_id: SetId, key: AnalystFitRequest, body: JsonObject, store: StoreDep,
                  settings: SettingsDep) -> dict[str, Any]:
     """The posterior as if some changes were logged; nothing is stored.
 
@@ -209,6 +214,6 @@ def post_what_if(set_id: str, key: AnalystKey, body: JsonObject, store: StoreDep
     A static set: exact. A dynamic set: the published fit's draws re-weighted (PSIS) when
     their Pareto k̂ ≤ 0.7, else (or with ``"forecast": true``) a fit made here and now.
     """
-    del key  # an analyst's question: it stores nothing, but it costs a fit
+    del key  # an analyst's question: it stores nothing, but it costs a fit (rate-limited)
     return what_if_payload(store, sets.get_set(store, set_id=set_id), settings, body,
                            settings.word_table())

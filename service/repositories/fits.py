@@ -12,10 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from service.changes import announce
 from service.db import FitRow, LeaseRow
 from service.errors import NotFound
+from service.repositories import audit
 from service.repositories.sets import get_set
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
+    from service.audit import Actor
     from service.db import Database
 
 __all__ = [
@@ -42,20 +44,24 @@ FIT_STATUSES = ("queued", "running", "published", "rejected", "failed")
 
 
 def create_fit(db: Database, *, set_id: str, requested_by: str = "", kind: str = "live",
-               as_of: date | None = None) -> str:
+               as_of: date | None = None, actor: Actor | None = None) -> str:
     """Queue a fit of a loaded set; returns its id. Raises NotFound for an unknown set."""
     return queue_fit(db, scenario_set=get_set(db, set_id=set_id), requested_by=requested_by,
-                     kind=kind, as_of=as_of)
+                     kind=kind, as_of=as_of, actor=actor)
 
 
 def queue_fit(db: Database, *, scenario_set: ScenarioSet, requested_by: str = "",
-              kind: str = "live", as_of: date | None = None) -> str:
+              kind: str = "live", as_of: date | None = None,
+              actor: Actor | None = None) -> str:
     """Queue a fit of a set already read from the database; returns its id.
 
     A set has at most one queued live fit (a unique index, migration 0006): when another
-    writer queued one first, that fit's id is returned.
+    writer queued one first, that fit's id is returned. Given the ``actor`` (someone asked
+    for this fit), the request is audited (``fit.request``), in the same transaction.
     """
     fit_id = str(uuid.uuid4())
+    detail = {"set_id": scenario_set.id, "kind": kind,
+              "as_of": as_of.isoformat() if as_of else None}
     try:
         with db.Session.begin() as session:
             session.add(FitRow(id=fit_id, set_id=scenario_set.id, kind=kind, status="queued",
@@ -63,10 +69,16 @@ def queue_fit(db: Database, *, scenario_set: ScenarioSet, requested_by: str = ""
                                as_of=as_of, attempts=0))
             session.flush()
             announce(session, "queued", [scenario_set.id])
+            if actor is not None:
+                audit.record(session, actor=actor, action="fit.request", at=db.clock(),
+                             target=f"fit:{fit_id}", detail={**detail, "reused": False})
     except IntegrityError:
         existing = pending_fit(db, set_id=scenario_set.id, kind=kind, statuses=("queued",))
         if kind != "live" or existing is None:
             raise
+        if actor is not None:
+            audit.record_now(db, actor=actor, action="fit.request", target=f"fit:{existing.id}",
+                             detail={**detail, "reused": True})
         return existing.id
     return fit_id
 

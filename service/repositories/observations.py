@@ -19,9 +19,11 @@ from indicators import validate_observation as _validate
 from indicators.kinds import get_kind
 from service.db import ObservationMonthRow, ObservationRow, mark_retracted
 from service.errors import BadRequest, Conflict
+from service.repositories import audit
 from service.repositories.sets import get_catalog, get_set
 
 if TYPE_CHECKING:
+    from service.audit import Actor
     from service.db import Database
 
 __all__ = [
@@ -61,8 +63,9 @@ def validate_observation(db: Database, *, data: Mapping[str, Any],
 
 
 def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
-                    idempotency_key: str | None = None) -> tuple[ObservationRow, bool]:
-    """Validate and commit one observation.
+                    idempotency_key: str | None = None,
+                    actor: Actor | None = None) -> tuple[ObservationRow, bool]:
+    """Validate and commit one observation (and its audit entry, given the ``actor``).
 
     Returns
     -------
@@ -90,6 +93,10 @@ def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
             session.add(row)
             session.flush()  # the unique idempotency key fails here, before the stats
             add_to_months(session, rows=[row])
+            if actor is not None:
+                audit.record(session, actor=actor, action="observation.create",
+                             at=row.created_at, target=f"observation:{row.id}",
+                             detail=_audited(row))
     except IntegrityError:
         existing = _by_key(db, idempotency_key) if idempotency_key else None
         if existing is None:
@@ -100,14 +107,15 @@ def add_observation(db: Database, *, data: Mapping[str, Any], analyst: str = "",
 
 def add_observations(db: Database, *, observations: Iterable[Observation], analyst: str = "",
                      review: Mapping[str, Any] | None = None,
-                     reviews: Sequence[tuple[Mapping[str, Any], str]] = ()
-                     ) -> tuple[int, dict[str, Any] | None]:
+                     reviews: Sequence[tuple[Mapping[str, Any], str]] = (),
+                     actor: Actor | None = None) -> tuple[int, dict[str, Any] | None]:
     """Commit validated observations in one transaction; returns how many (and the review).
 
     With ``review`` (the fields of `service.reviews.ReviewIn`), the review is validated
     first and committed in the same transaction: both are stored, or neither. ``reviews``
     are more of them, each with its own analyst (``(fields, analyst)``: a reviews file's
-    rows), validated and committed the same way.
+    rows), validated and committed the same way. Given the ``actor``, the audit log gets one
+    entry for the rows (``observation:FIRST..LAST``, their count) and one per review.
     """
     from service.reviews import add_review, validate_review
 
@@ -120,10 +128,18 @@ def add_observations(db: Database, *, observations: Iterable[Observation], analy
     with db.Session.begin() as session:
         session.add_all(rows)
         add_to_months(session, rows=rows)
+        if actor is not None and rows:
+            session.flush()
+            ids = [row.id for row in rows]
+            audit.record(session, actor=actor, action="observation.create",
+                         at=db.clock(), target=f"observation:{min(ids)}..{max(ids)}",
+                         detail={"count": len(rows), "first_id": min(ids),
+                                 "last_id": max(ids),
+                                 "indicators": sorted({row.indicator for row in rows})})
         if review is not None:
-            stored, _ = add_review(db, review, analyst=analyst, session=session)
+            stored, _ = add_review(db, review, analyst=analyst, session=session, actor=actor)
         for fields, by in reviews:
-            add_review(db, fields, analyst=by or analyst, session=session)
+            add_review(db, fields, analyst=by or analyst, session=session, actor=actor)
     return len(rows), stored
 
 
@@ -219,7 +235,7 @@ def _matching(db: Database, *, indicator: str | None, set_id: str | None, since:
 
 
 def retract_observation(db: Database, *, observation_id: int, reason: str,
-                        by: str = "") -> ObservationRow:
+                        by: str = "", actor: Actor | None = None) -> ObservationRow:
     """Mark an observation retracted (it stays stored, and leaves the monthly statistics).
 
     Raises
@@ -232,7 +248,18 @@ def retract_observation(db: Database, *, observation_id: int, reason: str,
         mark_retracted(row, "observation", observation_id, reason, by, db.clock())
         session.flush()
         recount_month(session, indicator=row.indicator, month=row.month_index)
+        if actor is not None:
+            audit.record(session, actor=actor, action="observation.retract",
+                         at=row.retracted_at, target=f"observation:{row.id}",
+                         detail={"indicator": row.indicator, "reason": reason.strip()})
     return row
+
+
+def _audited(row: ObservationRow) -> dict[str, Any]:
+    """What the audit log keeps of a stored observation."""
+    return {"indicator": row.indicator, "date": row.date.isoformat(), "value": row.value,
+            "grade": row.grade, "source": row.source,
+            "idempotency_key": row.idempotency_key}
 
 
 def observation_row(db: Database, *, observation: Observation, analyst: str = "",

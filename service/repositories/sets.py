@@ -14,16 +14,19 @@ from indicators import Catalog, load_catalog
 from priors import ScenarioSet, ScenarioSetError, bundled_set_paths, parse_scenario_set
 from service.db import ScenarioSetRow
 from service.errors import NotFound
+from service.repositories import audit
 
 if TYPE_CHECKING:
+    from service.audit import Actor
     from service.db import Database
 
 __all__ = ["get_catalog", "get_set", "list_sets", "load_bundled_sets", "load_set_text",
            "set_ids", "set_text"]
 
 
-def load_set_text(db: Database, *, yaml_text: str, source: str) -> tuple[ScenarioSet, bool]:
-    """Validate and store a scenario set (insert or replace by id).
+def load_set_text(db: Database, *, yaml_text: str, source: str,
+                  actor: Actor | None = None) -> tuple[ScenarioSet, bool]:
+    """Validate and store a scenario set (insert or replace by id); audited given ``actor``.
 
     Returns
     -------
@@ -40,6 +43,7 @@ def load_set_text(db: Database, *, yaml_text: str, source: str) -> tuple[Scenari
         row = session.get(ScenarioSetRow, scenario_set.id)
         if row is not None and row.content_hash == scenario_set.content_hash:
             return scenario_set, False
+        replaced = row.content_hash if row is not None else None
         if row is None:
             row = ScenarioSetRow(id=scenario_set.id)
             session.add(row)
@@ -48,12 +52,20 @@ def load_set_text(db: Database, *, yaml_text: str, source: str) -> tuple[Scenari
         row.yaml_text = yaml_text
         row.source = source
         row.loaded_at = db.clock()
+        if actor is not None:
+            audit.record(session, actor=actor, action="set.load", at=row.loaded_at,
+                         target=f"set:{scenario_set.id}", detail={
+                             "title": scenario_set.title, "source": source,
+                             "content_hash": scenario_set.content_hash,
+                             "replaced_hash": replaced})
     return scenario_set, True
 
 
-def load_bundled_sets(db: Database) -> list[tuple[ScenarioSet, bool]]:
-    """Load every bundled scenario set."""
-    return [load_set_text(db, yaml_text=p.read_text(encoding="utf-8"), source=p.name)
+def load_bundled_sets(db: Database, *,
+                      actor: Actor | None = None) -> list[tuple[ScenarioSet, bool]]:
+    """Load every bundled scenario set (each one that changed audited, given ``actor``)."""
+    return [load_set_text(db, yaml_text=p.read_text(encoding="utf-8"), source=p.name,
+                          actor=actor)
             for p in bundled_set_paths()]
 
 

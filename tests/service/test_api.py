@@ -151,7 +151,8 @@ def test_openapi_documents_every_route_and_the_error_shape(api):
         "/v1/fits/{fit_id}/artifact", "/v1/sets/{set_id}/attribution", "/v1/sets/{set_id}/what-if",
         "/v1/sets/{set_id}/watchlist", "/v1/alert-rules", "/v1/alert-rules/{rule_id}",
         "/v1/alerts", "/v1/sets/{set_id}/resolution", "/v1/sets/{set_id}/scores",
-        "/v1/scores"}
+        "/v1/scores", "/v1/keys", "/v1/keys/{key_id}", "/v1/keys/{key_id}/rotate",
+        "/v1/audit"}
     post = spec["paths"]["/v1/observations"]["post"]
     assert "indicator" in post["requestBody"]["content"]["application/json"]["schema"][
         "properties"]

@@ -400,8 +400,35 @@ def exports(d: Deployment) -> None:
     d.call("GET", artifact, 409, path_params={"fit_id": queued})
 
 
+def keys_and_audit(d: Deployment) -> None:
+    """Keys (list, revoke, rotate) and the audit log: admin keys only."""
+    d.call("GET", "/v1/keys", 200, headers=d.admin)
+    d.call("GET", "/v1/keys", 401)
+    d.call("GET", "/v1/keys", 403, headers=d.analyst)
+    d.call("GET", "/v1/keys", 422, headers=d.admin, params={"limit": 0})
+    spare = create_key(d.services.store, role="reader", name="openapi-spare")
+    spare_id = next(k["id"] for k in d.client.get("/v1/keys", headers=d.admin).json()["items"]
+                    if k["prefix"] == spare[:10])
+    rotate, revoke = "/v1/keys/{key_id}/rotate", "/v1/keys/{key_id}"
+    rotated = d.call("POST", rotate, 201, path_params={"key_id": spare_id}, headers=d.admin,
+                     json={"grace": "1h"}).json()
+    new = {"key_id": rotated["key"]["id"]}
+    d.call("POST", rotate, 422, path_params=new, headers=d.admin, json={"grace": "soon"})
+    d.call("POST", rotate, 404, path_params={"key_id": 999_999}, headers=d.admin)
+    d.call("DELETE", revoke, 200, path_params=new, headers=d.admin)
+    d.call("DELETE", revoke, 409, path_params=new, headers=d.admin)
+    d.call("DELETE", revoke, 404, path_params={"key_id": 999_999}, headers=d.admin)
+    d.call("DELETE", revoke, 403, path_params=new, headers=d.analyst)
+    d.call("POST", rotate, 409, path_params=new, headers=d.admin)
+    d.call("GET", "/v1/audit", 200, headers=d.admin, params={"action": "key", "limit": 5})
+    d.call("GET", "/v1/audit", 401)
+    d.call("GET", "/v1/audit", 403, headers=d.analyst)
+    d.call("GET", "/v1/audit", 422, headers=d.admin, params={"action": "nope"})
+
+
 GROUPS = {"reads": reads, "replay": replay, "writes": writes, "errors": errors,
-          "not_ready": not_ready, "alerts_and_scores": alerts_and_scores, "exports": exports}
+          "not_ready": not_ready, "alerts_and_scores": alerts_and_scores, "exports": exports,
+          "keys_and_audit": keys_and_audit}
 
 
 def run_group(d: Deployment, name: str) -> None:
