@@ -32,6 +32,7 @@ ACTIONS = (
     "key.revoke",
     "alert_rule.create",
     "alert_rule.delete",
+    "set.resolve",
 )
 """Every action the log records, ``<resource>.<verb>``."""
 

@@ -12,16 +12,16 @@ from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from service.api.deps import (
-    AdminKey,
+    AdminWrite,
     ReadAccess,
     SetId,
     StoreDep,
     body_schema,
     json_model,
-    who,
 )
 from service.api.errors import ERROR_RESPONSES
 from service.api.models import Public
+from service.repositories import audit
 from service.scores import ResolutionIn, resolve_set, scores_payload, set_scores_payload
 
 router = APIRouter(tags=["scores"], responses={401: ERROR_RESPONSES[401]})
@@ -100,14 +100,18 @@ ResolutionBody = Annotated[ResolutionIn, Depends(json_model(ResolutionIn))]
 @router.post("/sets/{set_id}/resolution", status_code=201, response_model=ResolutionCreated,
              openapi_extra=body_schema(ResolutionIn),
              responses={s: ERROR_RESPONSES[s] for s in (403, 404, 409, 413)})
-def post_resolution(set_id: SetId, key: AdminKey, body: ResolutionBody,
+def post_resolution(set_id: SetId, actor: AdminWrite, body: ResolutionBody,
                     store: StoreDep) -> dict[str, Any]:
     """Resolve a set: ``{"scenario", "date", "note"}`` or ``{"void": true, ...}`` (admin).
 
     A set has one current resolution: a second is 409 unless it carries ``"replace": true``
     (the old one is kept, superseded). Its fits published before ``date`` are then scored.
     """
-    return resolve_set(store, set_id=set_id, body=body, resolved_by=who(key))
+    resolved = resolve_set(store, set_id=set_id, body=body, resolved_by=actor.name)
+    audit.record_now(store, actor=actor, action="set.resolve", target=f"set:{set_id}",
+                     detail=body.model_dump(mode="json", exclude_none=True,
+                                            include={"scenario", "date", "void", "replace"}))
+    return resolved
 
 
 @router.get("/sets/{set_id}/scores", response_model=SetScores,

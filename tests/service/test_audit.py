@@ -112,6 +112,9 @@ def written(api: Api, tmp_path_factory) -> dict[str, dict]:
     rule_id = rule.json()["id"]
     assert api.client.delete(f"/v1/alert-rules/{rule_id}", headers=api.analyst
                              ).status_code == 200
+    resolved = api.client.post(f"/v1/sets/{WORLD}/resolution", headers=api.admin,
+                               json={"scenario": "multipolar", "date": "2025-12-31"})
+    assert resolved.status_code == 201, resolved.text
     spare = create_key(api.store, role="reader", name="spare")
     spare_id = verify_key(api.store, secret=spare).id
     rotated = api.client.post(f"/v1/keys/{spare_id}/rotate", headers=api.admin)
@@ -138,6 +141,7 @@ def written(api: Api, tmp_path_factory) -> dict[str, dict]:
         "fit.request": {"actor": "ada", "target": f"fit:{fit.json()['fit_id']}"},
         "alert_rule.create": {"actor": "ana", "target": f"alert_rule:{rule_id}"},
         "alert_rule.delete": {"actor": "ana", "target": f"alert_rule:{rule_id}"},
+        "set.resolve": {"actor": "ada", "target": f"set:{WORLD}"},
         "key.rotate": {"actor": "ada", "target": f"key:{spare_id}"},
         "key.revoke": {"actor": "ada", "target": f"key:{new_id}"},
         "set.load": {"actor": f"cli:{getpass.getuser()}", "target": "set:drills-only"},
