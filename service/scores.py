@@ -70,7 +70,9 @@ BINS = 10
 class ResolutionIn(BaseModel):
     """A resolution as posted: the scenario that came true, or void."""
 
-    model_config = ConfigDict(extra="forbid")
+    # an example any set accepts (a void resolution), so generated requests reach past 422
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"void": True, "note": "the question was withdrawn"}]})
 
     scenario: str | None = Field(None, max_length=100, description=(
         "the scenario that came true (absent when void)"), examples=["multipolar"])
