@@ -111,5 +111,7 @@ bench-quick: install
 # Load and faults (kill -9, a full disk, a locked SQLite, PostgreSQL stopped and started) on
 # SQLite and PostgreSQL, with figures; the suite runs the short version (docs/soak.md).
 # `make soak SOAK_ARGS="--seconds 20 --kills 5"` for a shorter one.
+# the long fuzz (`make fuzz`: FUZZ_EXAMPLES per operation) is part of the soak
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+	$(MAKE) fuzz
