@@ -47,6 +47,7 @@ async def _poll_posteriors(services: Services) -> None:
             loop.call_soon_threadsafe(changed.set)
 
     services.change_feed().subscribe(heard)
+    failing = False
     while True:
         try:
             await asyncio.wait_for(changed.wait(), settings.cache_poll)
@@ -55,8 +56,16 @@ async def _poll_posteriors(services: Services) -> None:
         changed.clear()
         try:
             await run_in_threadpool(cache.refresh, store, store.clock(), settings.stale_after)
-        except Exception:  # a database hiccup: serve what we have, try again next poll
-            log.exception("posterior cache refresh failed")
+        except Exception as exc:  # a database hiccup: serve what we have, try again next poll
+            if failing:  # once per outage, not a traceback every second
+                log.debug("posterior cache refresh still failing: %s", exc)
+            else:
+                log.exception("posterior cache refresh failed; serving what is cached")
+            failing = True
+        else:
+            if failing:
+                log.info("posterior cache refresh recovered")
+            failing = False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
