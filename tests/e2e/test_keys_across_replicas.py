@@ -28,6 +28,7 @@ from service.repositories.audit import list_audit
 from service.repositories.keys import create_key, verify_key
 from service.repositories.observations import count_observations
 from service.repositories.sets import load_bundled_sets
+from tests.service.support import bearer
 
 from .conftest import ServerProcess
 
@@ -60,9 +61,6 @@ class Replicas:
     var_dir: Path
     admin: dict[str, str]
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import hmac
 import json
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,13 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from service.alerts import AlertDispatcher, evaluate_fit
 from service.api import create_app
@@ -45,6 +38,7 @@ from service.repositories.keys import create_key
 from service.repositories.sets import get_set, load_bundled_sets
 from service.settings import Settings
 from service.webhooks import AllowList, UnsafeWebhook, check_webhook_url, post, webhook_client
+from tests.service.support import TestClient, bearer
 from tests.service.test_scores import at, publish_synthetic
 
 TODAY = date(2025, 12, 31)
@@ -128,9 +122,6 @@ class Api:
     analyst: dict[str, str]
     reader: dict[str, str]
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def settings(var_dir: Path, url: str, **overrides) -> Settings:

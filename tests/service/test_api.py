@@ -7,7 +7,6 @@ input stored nothing. A real fit (inline worker) gives a published posterior to 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -15,14 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # Starlette 1.x warns at import that its TestClient prefers `httpx2` over `httpx`; Signpost
-    # depends on httpx (the real-server tests use it too) and the client behaves the same.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from forecast import exact_posterior
 from service.api import create_app
@@ -34,18 +25,13 @@ from service.repositories.fits import pending_fit
 from service.repositories.keys import create_key
 from service.repositories.observations import add_observation, count_observations, list_observations
 from service.repositories.sets import get_set, load_bundled_sets
-from service.settings import Settings
+from tests.service.support import TestClient, bearer, make_settings
 
 TODAY = date(2025, 12, 31)
 CONVERGENCE = "sino-russian-convergence"
 WORLD = "world-order-2035"
 MIB = 1 << 20
 
-
-def make_settings(var_dir: Path, url: str, **overrides) -> Settings:
-    # dynamic=False: the static model is exact, so served numbers are checked to 1e-6
-    return Settings(var_dir=var_dir, database_url=url, scheduler=False, worker="inline",
-                    today=TODAY.isoformat(), dynamic=False, **overrides)
 
 
 @dataclass
@@ -59,9 +45,6 @@ class Api:
     analyst: dict[str, str]
     reader: dict[str, str]
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -22,13 +21,7 @@ import pytest
 import xarray as xr
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 import indicators
 from indicators import guard_formula, unguard_formula
@@ -49,6 +42,7 @@ from service.repositories.observations import (
 )
 from service.repositories.sets import get_catalog, get_set, load_bundled_sets, set_ids
 from service.settings import Settings, get_settings
+from tests.service.support import TestClient
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"

@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
 from datetime import date
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # as in tests/service/test_api.py: Starlette 1.x prefers `httpx2` for its TestClient
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from bench.soak import LOCKER, WORLD, Tmpfs, free_port, prepare
 from forecast import FitSettings
@@ -32,6 +24,7 @@ from service.repositories.observations import add_observation, count_observation
 from service.runner import FitRunner
 from service.settings import Settings
 from service.worker import WorkerPool
+from tests.service.support import TestClient
 
 TODAY = date(2026, 6, 30)
 OBSERVATION = {"indicator": "us_china_cooperation", "date": "2025-11-15", "grade": "A1"}

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -20,12 +19,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():  # as in test_api: Starlette prefers httpx2 for its TestClient
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.api.deps import get_settings, get_store
@@ -36,7 +29,7 @@ from service.repositories.fits import create_fit
 from service.repositories.keys import create_key
 from service.repositories.observations import add_observation
 from service.repositories.sets import load_bundled_sets
-from service.settings import Settings
+from tests.service.support import TestClient, bearer, make_settings
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"
@@ -48,11 +41,6 @@ COMMON = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
           "cross-origin-resource-policy": "same-origin"}
 
 
-def make_settings(var_dir: Path, **overrides: Any) -> Settings:
-    return Settings(var_dir=var_dir, database_url=f"sqlite:///{var_dir / 'signpost.db'}",
-                    scheduler=False, worker="inline", today=TODAY.isoformat(), dynamic=False,
-                    **overrides)
-
 
 @dataclass
 class Api:
@@ -63,9 +51,6 @@ class Api:
     reader: dict[str, str]
     etag: str
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")

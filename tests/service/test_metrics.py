@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -23,14 +22,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    # Starlette's TestClient warns at import that it prefers `httpx2` (as in test_api.py)
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.cli import app as cli_app
@@ -42,7 +34,7 @@ from service.repositories.keys import create_key
 from service.repositories.observations import add_observation
 from service.repositories.sets import load_bundled_sets
 from service.reviews import add_review
-from service.settings import Settings
+from tests.service.support import TestClient, make_settings
 
 TODAY = date(2025, 12, 31)
 CONVERGENCE = "sino-russian-convergence"
@@ -50,11 +42,6 @@ WORLD = "world-order-2035"
 REVIEWED = "joint_patrol"  # reviewed through 2025-11-30 for WORLD; the others: newest entry
 POSTERIOR_ROUTE = "/v1/sets/{set_id}/posterior"
 
-
-def make_settings(var_dir: Path, url: str, **overrides) -> Settings:
-    # dynamic=False: both bundled sets fit in a fraction of a second, exactly
-    return Settings(var_dir=var_dir, database_url=url, scheduler=False, worker="inline",
-                    today=TODAY.isoformat(), dynamic=False, **overrides)
 
 
 @dataclass

@@ -51,6 +51,7 @@ from service.repositories.keys import create_key
 from service.repositories.observations import add_observations
 from service.repositories.sets import get_catalog, load_bundled_sets
 from service.settings import Settings
+from tests.service.support import bearer
 
 pytestmark = pytest.mark.slow
 
@@ -125,9 +126,6 @@ class Deployment:
         self.checked.add((method.lower(), template, status))
         return response
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")

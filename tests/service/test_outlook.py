@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import warnings
 from datetime import date
 
 import numpy as np
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers httpx2 for its TestClient; httpx behaves the same here.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from forecast import exact_posterior
 from indicators import read_observations_csv
@@ -26,6 +18,7 @@ from service.repositories.fits import create_fit
 from service.repositories.observations import add_observations
 from service.repositories.sets import get_catalog, get_set, load_bundled_sets
 from service.settings import Settings
+from tests.service.support import TestClient
 
 pytestmark = pytest.mark.slow
 TODAY = date(2025, 12, 31)

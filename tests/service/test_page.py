@@ -9,7 +9,6 @@ attributes and compared, exactly, with what the ``/v1`` route of the same name s
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,13 +16,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # as in tests/service/test_api.py: Starlette's TestClient prefers `httpx2`; httpx behaves
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 import indicators
 from indicators import read_observations_csv
@@ -33,7 +25,7 @@ from service.repositories.fits import create_fit
 from service.repositories.keys import create_key
 from service.repositories.observations import add_observation, add_observations
 from service.repositories.sets import get_catalog, load_bundled_sets, load_set_text
-from service.settings import Settings
+from tests.service.support import TestClient, make_settings
 
 TODAY = date(2025, 12, 31)
 CONVERGENCE = "sino-russian-convergence"
@@ -42,12 +34,6 @@ SETS = (CONVERGENCE, WORLD)
 SAMPLE = Path(indicators.__file__).parent / "data" / "sample_observations.csv"
 WORLD_YAML = Path(__file__).resolve().parents[2] / "priors" / "sets" / f"{WORLD}.yaml"
 
-
-def make_settings(var_dir: Path, **overrides) -> Settings:
-    # dynamic=False: static fits, exact and quick (tests/service/test_api.py does the same)
-    return Settings(var_dir=var_dir, database_url=f"sqlite:///{var_dir / 'signpost.db'}",
-                    scheduler=False, worker="inline", today=TODAY.isoformat(), dynamic=False,
-                    **overrides)
 
 
 # -- reading the page back ----------------------------------------------------------------------

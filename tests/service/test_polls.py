@@ -8,17 +8,9 @@ that fails): cached polls still answer, the rest get the route's errors.
 
 from __future__ import annotations
 
-import warnings
 from datetime import date
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import create_app
@@ -29,6 +21,7 @@ from service.repositories.keys import create_key
 from service.repositories.observations import add_observation
 from service.repositories.sets import load_bundled_sets
 from service.settings import Settings
+from tests.service.support import TestClient
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers httpx2 for its TestClient; httpx behaves the same here.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from forecast import FitSettings
 from service.api import create_app
@@ -20,6 +12,7 @@ from service.repositories.fits import create_fit
 from service.repositories.observations import add_observation
 from service.repositories.sets import load_bundled_sets
 from service.settings import Settings
+from tests.service.support import TestClient
 
 pytestmark = pytest.mark.slow
 WORLD = "world-order-2035"

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -20,13 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 import indicators
 from service.api import create_app
@@ -36,6 +29,7 @@ from service.repositories.observations import add_observation, add_observations
 from service.repositories.sets import get_catalog, load_bundled_sets
 from service.settings import Settings, get_settings
 from service.words import printed
+from tests.service.support import TestClient
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"

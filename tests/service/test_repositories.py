@@ -8,23 +8,17 @@ queued, before; 25 and 10 after), so a change that adds queries fails here.
 
 from __future__ import annotations
 
-import warnings
 from datetime import date
 
 import pytest
 from sqlalchemy import event
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.repositories.fits import pending_fit
 from service.repositories.keys import create_key
 from service.repositories.sets import load_bundled_sets
 from service.settings import Settings
+from tests.service.support import TestClient
 
 TODAY = date(2025, 12, 31)
 SETS = ["sino-russian-convergence", "world-order-2035"]

@@ -7,14 +7,12 @@ payload says what the evidence covered.
 
 from __future__ import annotations
 
-import warnings
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
-from starlette.exceptions import StarletteDeprecationWarning
 
 import indicators
 from forecast import exact_posterior
@@ -29,11 +27,7 @@ from service.repositories.sets import get_catalog, get_set, load_bundled_sets
 from service.reviews import add_review, list_reviews, retract_review
 from service.settings import Settings
 from service.views import fit_dict
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
+from tests.service.support import TestClient
 
 from .test_cli import cli, run  # noqa: F401  (the CLI fixture)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -20,13 +19,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from forecast import Diagnostics, FitRecord, ScenarioResult, Timings
 from priors import ScenarioSet
@@ -39,6 +32,7 @@ from service.repositories.keys import create_key
 from service.repositories.resolutions import current_resolution, resolve
 from service.repositories.sets import get_set, load_bundled_sets, load_set_text
 from service.settings import Settings
+from tests.service.support import TestClient, bearer
 
 TODAY = date(2025, 12, 31)
 WORLD = "world-order-2035"
@@ -107,9 +101,6 @@ class Env:
     analyst: dict[str, str]
     fits: list[str]
 
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")

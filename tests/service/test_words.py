@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,14 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from starlette.exceptions import StarletteDeprecationWarning
 from typer.testing import CliRunner
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers httpx2 for its TestClient; httpx behaves the same here.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`",
-                            category=StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.cli import app as cli
@@ -44,6 +36,7 @@ from service.words import (
     printed_mcse,
     words,
 )
+from tests.service.support import TestClient
 
 TODAY = date(2025, 12, 31)
 CONVERGENCE = "sino-russian-convergence"
