@@ -1232,9 +1232,8 @@ def _by_paths(run: _Run, rejected: dict[str, list[str]], cache: ModelCache) -> _
             "segments")
     drawn = time.perf_counter()
     outcome = _paths_outcome(run)
-    if outcome.passed and run.sampler.quick_refits:  # replays and seeded fits keep off it
-        if run.sampler.seed is None:
-            cache.keep_path_base(run.scenario_set, outcome.path_base)
+    if outcome.passed and run.sampler.quick_refits and run.sampler.seed is None:
+        cache.keep_path_base(run.scenario_set, outcome.path_base)  # never a replay's or seeded
     if rejected.get("psis"):
         outcome = replace(outcome, sampler=replace(outcome.sampler, rejected=dict(rejected)))
     if outcome.passed or run.sampler.method == "paths":

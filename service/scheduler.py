@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from forecast import FitRecord
 from service.changes import ChangeFeed, announce
 from service.db import Database
 from service.repositories.evidence import evidence_of
@@ -167,9 +168,9 @@ class RefitScheduler:
 
     def _published(self, set_id: str, fit_id: str) -> None:
         """A live fit was published here: a quick one is refined once writes pause."""
-        sampler = (get_fit(self.store, fit_id=fit_id).summary or {}).get("sampler") or {}
+        record = FitRecord.from_stored(get_fit(self.store, fit_id=fit_id).summary)
         with self._changed:
-            if sampler.get("name") == "psis" and sampler.get("base_sampler") == "paths":
+            if record is not None and getattr(record.sampler, "quick", False):
                 self._refine_due[set_id] = time.monotonic() + self.refine_after
             else:
                 self._refine_due.pop(set_id, None)
