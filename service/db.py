@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -43,6 +43,9 @@ from service.errors import BadRequest, Conflict, NotFound
 
 if TYPE_CHECKING:
     from priors import ScenarioSet
+
+
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -506,6 +509,14 @@ class Database:
             return migrate.is_current(self.engine)
         except Exception:
             return False
+
+    def get(self, model: type[T], key: Any, *, missing: str, field: str) -> T:
+        """The row of ``model`` with primary key ``key``; NotFound(``missing``, ``field``)."""
+        with self.Session() as session:
+            row = session.get(model, key)
+        if row is None:
+            raise NotFound(missing, field=field)
+        return row
 
     def dispose(self) -> None:
         """Close every pooled connection."""

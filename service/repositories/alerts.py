@@ -50,11 +50,7 @@ def add_rule(db: Database, *, values: Mapping[str, Any]) -> AlertRuleRow:
 
 def get_rule(db: Database, *, rule_id: int) -> AlertRuleRow:
     """A rule, deleted or not. Raises NotFound."""
-    with db.Session() as session:
-        row = session.get(AlertRuleRow, rule_id)
-    if row is None:
-        raise NotFound(f"no alert rule {rule_id}", field="rule_id")
-    return row
+    return db.get(AlertRuleRow, rule_id, missing=f"no alert rule {rule_id}", field="rule_id")
 
 
 def list_rules(db: Database, *, set_id: str | None = None, include_deleted: bool = False,
@@ -143,11 +139,8 @@ def fire(db: Database, *, rule: AlertRuleRow, fit_id: str, scenario: str | None,
 
 def get_delivery(db: Database, *, delivery_id: int) -> AlertDeliveryRow:
     """A delivery. Raises NotFound."""
-    with db.Session() as session:
-        row = session.get(AlertDeliveryRow, delivery_id)
-    if row is None:
-        raise NotFound(f"no alert delivery {delivery_id}", field="delivery_id")
-    return row
+    return db.get(AlertDeliveryRow, delivery_id, missing=f"no alert delivery {delivery_id}",
+                  field="delivery_id")
 
 
 def list_deliveries(db: Database, *, rule_id: int | None = None, set_id: str | None = None,

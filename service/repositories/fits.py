@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 
 from service.changes import announce
 from service.db import FitRow, LeaseRow
-from service.errors import NotFound
 from service.repositories import audit
 from service.repositories.sets import get_set
 
@@ -85,11 +84,7 @@ def queue_fit(db: Database, *, scenario_set: ScenarioSet, requested_by: str = ""
 
 def get_fit(db: Database, *, fit_id: str) -> FitRow:
     """A fit attempt's row. Raises NotFound."""
-    with db.Session() as session:
-        row = session.get(FitRow, fit_id)
-    if row is None:
-        raise NotFound(f"no fit '{fit_id}'", field="fit_id")
-    return row
+    return db.get(FitRow, fit_id, missing=f"no fit '{fit_id}'", field="fit_id")
 
 
 def update_fit(db: Database, *, fit_id: str, **values: Any) -> None:

@@ -106,12 +106,8 @@ def list_keys(db: Database, *, include_revoked: bool = True) -> list[ApiKeyRow]:
 
 def get_key(db: Database, *, key_id: int) -> ApiKeyRow:
     """One key. Raises NotFound."""
-    with db.Session() as session:
-        row = session.get(ApiKeyRow, key_id)
-    if row is None:
-        raise NotFound(f"no API key {key_id} (GET /v1/keys or `signpost keys list` lists "
-                       "them)", field="key_id")
-    return row
+    return db.get(ApiKeyRow, key_id, field="key_id", missing=(
+        f"no API key {key_id} (GET /v1/keys or `signpost keys list` lists them)"))
 
 
 def find_keys(db: Database, *, ref: str) -> list[ApiKeyRow]:
