@@ -120,7 +120,8 @@ def test_make_run_serves_a_published_posterior_for_both_sets(tmp_path, pytensor_
 
         for set_id, payload in payloads.items():
             assert payload["set_id"] == set_id
-            assert payload["evidence_through"] == today
+            # the fit's "today": the test's, or the next day's when the run crosses midnight
+            assert payload["evidence_through"] in {today, date.today().isoformat()}, payload
             assert payload["diagnostics"]["passed"] is True
             assert abs(sum(s["probability"] for s in payload["scenarios"]) - 1) < 1e-6
             # the sample's indicators reviewed through its collection date, the rest (never
